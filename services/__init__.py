@@ -1,0 +1,1 @@
+"""featurewatch services: gRPC inference and the Redis-backed monitor."""

@@ -1,0 +1,1 @@
+"""The training job: corpus → tokenizer → lm → activations → dictionary → evaluation → bundle."""
