@@ -32,3 +32,9 @@ class InvalidRequest(FeaturewatchError):
 
 class FlagError(FeaturewatchError):
     """A flagged-feature definition is invalid (unknown dictionary, feature out of range...)."""
+
+    def __init__(self, message: str, *, field: str | None = None,
+                 out_of_range: bool = False) -> None:
+        super().__init__(message)
+        self.field = field
+        self.out_of_range = out_of_range

@@ -157,9 +157,12 @@ def _check_cfg(cfg: dict[str, Any], path: Path) -> None:
         raise BundleError(f"{path}: field 'architecture'={cfg['architecture']!r} "
                           f"must be one of {list(ARCHITECTURES)}")
     for key in ("d_in", "d_sae"):
-        if not isinstance(cfg[key], int) or cfg[key] <= 0:
+        # bool is an int subclass: `true` must not pass as 1
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
             raise BundleError(f"{path}: field {key!r}={cfg[key]!r} must be a positive integer")
     fw = cfg.setdefault("featurewatch", {})
+    if not isinstance(fw, dict):  # else `key in fw` would test substrings of a string
+        raise BundleError(f"{path}: field 'featurewatch' must be an object, got {fw!r}")
     for key in REQUIRED_BINDING:
         if key not in fw and key != "dictionary_id":
             raise BundleError(f"{path}: missing field 'featurewatch.{key}'")
@@ -201,7 +204,8 @@ def load_bundle(path: str | Path, expect: ModelBinding | None = None) -> Bundle:
                 f"but {CFG_FILE} (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) needs {list(shape)}"
             )
     k = (cfg.get("activation_fn_kwargs") or {}).get("k")
-    if cfg["architecture"] == "topk" and not (isinstance(k, int) and 0 < k <= cfg["d_sae"]):
+    if cfg["architecture"] == "topk" and not (isinstance(k, int) and not isinstance(k, bool)
+                                              and 0 < k <= cfg["d_sae"]):
         raise BundleError(f"{cfg_path}: field 'activation_fn_kwargs.k'={k!r} must be in "
                           f"1..d_sae for a topk dictionary")
     dictionary = Dictionary(cfg["d_in"], cfg["d_sae"], cfg["architecture"], k)

@@ -1,0 +1,1 @@
+"""The gRPC inference service: generation with per-token sparse feature traces, and steering."""
