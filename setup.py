@@ -21,6 +21,7 @@ def generate_protos() -> None:
     include = str(Path(protoc.__file__).parent / "_proto")
     args = ["protoc", f"-I{ROOT / 'proto'}", f"-I{include}", f"--python_out={ROOT}",
             f"--pyi_out={ROOT}", f"--grpc_python_out={ROOT}", *protos]
+    (ROOT / "featurewatch" / "v1").mkdir(exist_ok=True)
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {protos}")
     (ROOT / "featurewatch" / "v1" / "__init__.py").touch()
@@ -32,4 +33,7 @@ class BuildWithProtos(build_py):
         super().run()
 
 
+# Also at load time: the PEP 660 editable path runs egg_info (which needs featurewatch/v1 to
+# exist) before, or instead of, build_py.
+generate_protos()
 setup(cmdclass={"build_py": BuildWithProtos})

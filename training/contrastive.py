@@ -42,7 +42,13 @@ def read_examples(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: example file does not exist")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the example file ({exc.strerror})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     if path.suffix == ".jsonl":
         texts = []
         for n, line in enumerate(lines, 1):
@@ -117,23 +123,32 @@ def example_activations(model, tokenizer, dictionary, hook_point: str, texts: li
     return out
 
 
+def flag_entry(dictionary_id: str, feature: int, label: str | None, threshold: float,
+               severity: str, runbook_url: str) -> dict[str, Any]:
+    """One entry of the monitor's flag file (services/monitor/flags.py FIELDS)."""
+    name = (label or "").strip()[:NAME_LIMIT].strip() or f"feature {feature}"
+    # 6 significant digits, not 6 decimals: a small threshold must not round to 0 (flag all).
+    return {"dictionary": dictionary_id, "feature": int(feature), "name": name,
+            "severity": severity, "min_activation": float(f"{threshold:.6g}"),
+            "runbook_url": runbook_url}
+
+
 def flag_entries(candidates: list[Candidate], dictionary_id: str, labels: list[str] | None,
                  severity: str, runbook_url: str) -> list[dict[str, Any]]:
-    """The monitor's flag entries for the candidates."""
-    out = []
-    for c in candidates:
-        label = (labels[c.feature] if labels else "") or f"feature {c.feature}"
-        out.append({"dictionary": dictionary_id, "feature": c.feature,
-                    "name": label[:NAME_LIMIT], "severity": severity,
-                    "min_activation": round(c.threshold, 6), "runbook_url": runbook_url})
-    return out
+    """The monitor's flag entries for the candidates (labels indexed by feature, if any)."""
+    labels = labels or []
+    return [flag_entry(dictionary_id, c.feature,
+                       labels[c.feature] if c.feature < len(labels) else None, c.threshold,
+                       severity, runbook_url) for c in candidates]
 
 
 def flags_yaml(entries: list[dict[str, Any]], comments: list[str] | None = None) -> str:
     """A flag file: `flags:` list, with the search's figures as comments."""
     import yaml
 
-    head = "".join(f"# {line}\n" for line in comments or [])
+    # Each comment line gets its own '#': a newline in a comment would otherwise end it and
+    # turn the rest into YAML the monitor would try to parse.
+    head = "".join(f"# {line}\n" for text in comments or [] for line in text.splitlines())
     return head + yaml.safe_dump({"flags": entries}, sort_keys=False, allow_unicode=True)
 
 

@@ -58,13 +58,23 @@ def _config(ctx: click.Context, **flags: Any) -> FeaturesConfig:
 
 
 def bundle_dir(cfg: FeaturesConfig) -> Path:
-    """The bundle directory named by cfg.dictionary (an id or a path)."""
+    """The bundle directory named by cfg.dictionary (an id or a path); ConfigError naming
+    what was looked for and the bundles that exist."""
     root = Path(cfg.artifacts) / "dictionaries"
-    if cfg.dictionary:
-        path = Path(cfg.dictionary)
-        return path if (path / "cfg.json").is_file() else root / cfg.dictionary
     found = sorted(p for p in root.glob("*") if (p / "cfg.json").is_file()) \
         if root.is_dir() else []
+    if cfg.dictionary:
+        path = Path(cfg.dictionary)
+        for candidate in (path, root / cfg.dictionary):
+            if (candidate / "cfg.json").is_file():
+                return candidate
+        raise ConfigError(f"--dictionary {cfg.dictionary!r}: neither {path} nor "
+                          f"{root / cfg.dictionary} is a dictionary bundle (no cfg.json); "
+                          f"bundles under {root}: {[p.name for p in found] or 'none'}")
+    if not root.is_dir():
+        raise ConfigError(f"--artifacts {cfg.artifacts!r}: {root} does not exist; point "
+                          "--artifacts at a training run's artifacts directory or give "
+                          "--dictionary DIR")
     if len(found) != 1:
         raise ConfigError(f"--dictionary is required: {root} holds "
                           f"{[p.name for p in found] or 'no bundles'}")
@@ -117,6 +127,13 @@ def features(ctx: click.Context, config: str | None) -> None:
 
     Settings: flags, else FEATUREWATCH_FEATURES_<FIELD> variables, else the [features] table
     of --config (fields: artifacts, dictionary, model, top, severity, runbook_url).
+
+    \b
+    Examples:
+      featurewatch features list -d a1-4096 --sort interp_score
+      featurewatch features show -d a1-4096 517
+      featurewatch features search -d a1-4096 --positive pos.txt --negative neg.txt -o flags.yaml
+      featurewatch features search -d a1-4096 --label base64
     """
     ctx.obj = {"config": config}
 
@@ -127,7 +144,7 @@ def _common(fn):
     return fn
 
 
-@features.command("list")
+@features.command("list", short_help="List features or neurons of a bundle.")
 @_common
 @click.option("--sort", type=click.Choice(SORTS), default="feature", show_default=True)
 @click.option("--top", type=int, help="Rows to show [10].")
@@ -144,7 +161,7 @@ def list_features(ctx, sort: str, neurons: bool, as_json: bool, **flags) -> None
                 f"{bundle_dir(cfg).name} ({frame.height} rows, sorted by {sort})")
 
 
-@features.command("show")
+@features.command("show", short_help="Show one feature's page in the terminal.")
 @_common
 @click.argument("feature", type=int)
 @click.option("--neurons", is_flag=True, help="Show a neuron instead.")
@@ -167,7 +184,7 @@ def show(ctx, feature: int, neurons: bool, examples: int, as_json: bool, **flags
         render_feature(row, examples)
 
 
-@features.command("search")
+@features.command("search", short_help="Propose flags: contrastive or label search.")
 @_common
 @click.option("--positive", type=click.Path(dir_okay=False),
               help="Examples the flag should catch (one per line, or .jsonl).")

@@ -8,6 +8,9 @@ from typing import Any
 
 from featurewatch.training.features_cli import FeaturesConfig, bundle_dir, dictionary_id
 
+LABEL_THRESHOLD = 0.25
+"""min_activation of a flag proposed by label search, as a fraction of the max activation."""
+
 
 def _shade(tokens: list[str], activations: list[float], top: float) -> str:
     """Rich markup: tokens on a background whose strength follows the activation."""
@@ -73,6 +76,8 @@ def contrastive(cfg: FeaturesConfig, positive: str, negative: str
     ranked = rank_separating(pos, neg, cfg.top)
     labels = read_table(path / FEATURES_FILE)["label"].to_list() \
         if (path / FEATURES_FILE).is_file() else None
+    if labels is not None and len(labels) != bundle.dictionary.d_sae:
+        labels = None  # a stale table of an earlier dictionary: its labels name other features
     entries = flag_entries(ranked, bundle.dictionary_id, labels, cfg.severity, cfg.runbook_url)
     rows = [{"feature": c.feature, "threshold": c.threshold, "precision": c.precision,
              "recall": c.recall, "f1": c.f1, "pos_mean": c.positive_mean,
@@ -86,7 +91,7 @@ def contrastive(cfg: FeaturesConfig, positive: str, negative: str
 def label_search(cfg: FeaturesConfig, text: str) -> tuple[list[dict], list[dict], str]:
     """(flag entries, table rows, title) of the features whose label matches `text`."""
     from featurewatch.training.bundle import FEATURES_FILE
-    from featurewatch.training.contrastive import search_labels
+    from featurewatch.training.contrastive import flag_entry, search_labels
     from featurewatch.training.feature_table import read_table
 
     path = bundle_dir(cfg)
@@ -94,7 +99,7 @@ def label_search(cfg: FeaturesConfig, text: str) -> tuple[list[dict], list[dict]
     rows = hits.select("feature", "density", "max_activation", "interp_score",
                        "label").to_dicts()
     # A label match has no threshold of its own: flag on a quarter of the max activation.
-    entries = [{"dictionary": dictionary_id(path), "feature": r["feature"], "name": r["label"][:80],
-                "severity": cfg.severity, "min_activation": round(0.25 * r["max_activation"], 6),
-                "runbook_url": cfg.runbook_url} for r in rows]
+    entries = [flag_entry(dictionary_id(path), r["feature"], r["label"],
+                          LABEL_THRESHOLD * r["max_activation"], cfg.severity, cfg.runbook_url)
+               for r in rows]
     return entries, rows, f"features of {path.name} whose label matches {text!r}"

@@ -14,6 +14,7 @@ simulator reads only that text. The LLM pair lives in `interpret_llm`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -26,8 +27,14 @@ from featurewatch.errors import ConfigError
 from featurewatch.training.feature_stats import Example
 from featurewatch.training.offline_explainer import ExampleBatch, explain_batch
 
+log = logging.getLogger(__name__)
 MAX_LEVEL = 9
 QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")\s+(\d)')
+
+
+class UnusableSimulation(Exception):
+    """A simulator's answer for one code cannot be used (e.g. an LLM reply with the wrong
+    number of levels): that code is left unscored instead of failing the whole analysis."""
 
 
 class Explainer(Protocol):
@@ -190,7 +197,12 @@ def score_codes(explainer: Explainer, simulator: Simulator,
         if not held_out:
             out.append(Scored(label, math.nan))
             continue
-        predicted = simulator.simulate(label, [ex.tokens for ex in held_out])
+        try:
+            predicted = simulator.simulate(label, [ex.tokens for ex in held_out])
+        except UnusableSimulation as exc:
+            log.warning("code left unscored: %s", exc)
+            out.append(Scored(label, math.nan))
+            continue
         out.append(Scored(label, simulation_score([ex.activations for ex in held_out],
                                                   predicted)))
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 from featurewatch.errors import ConfigError
 from featurewatch.training.feature_stats import Example
-from featurewatch.training.interpret import MAX_LEVEL, quantise
+from featurewatch.training.interpret import MAX_LEVEL, UnusableSimulation, quantise
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 EXPLAIN_SYSTEM = (
@@ -36,6 +36,10 @@ SIMULATE_SYSTEM = (
 
 class LLMError(ConfigError):
     """The chat endpoint failed or answered something unusable."""
+
+
+class ReplyError(LLMError, UnusableSimulation):
+    """A simulator reply that is not the levels asked for: its code is left unscored."""
 
 
 @dataclass(frozen=True)
@@ -172,11 +176,11 @@ def parse_levels(text: str, n: int) -> list[float]:
     except json.JSONDecodeError:
         values = None
     if not isinstance(values, list) or len(values) != n:
-        raise LLMError(f"simulator reply is not a JSON array of {n} levels: {text[:200]!r}")
+        raise ReplyError(f"simulator reply is not a JSON array of {n} levels: {text[:200]!r}")
     try:
         return [float(min(MAX_LEVEL, max(0, int(v)))) for v in values]
-    except (TypeError, ValueError):
-        raise LLMError(f"simulator reply has non-integer levels: {text[:200]!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ReplyError(f"simulator reply has non-integer levels: {text[:200]!r}") from None
 
 
 @dataclass

@@ -108,19 +108,21 @@ def _table(tokens: list[pb.Token], labels: dict) -> Table:
 @click.argument("prompt")
 @click.option("--server", default="127.0.0.1:50051", show_default=True,
               envvar="FEATUREWATCH_SERVER", help="Inference service address.")
-@click.option("--max-new-tokens", type=int, default=0, help="0 = the server's default.")
+@click.option("--max-new-tokens", type=click.IntRange(min=0), default=0,
+              help="0 = the server's default.")
 @click.option("--temperature", type=float, help="0 = greedy; default 1.")
 @click.option("--top-p", type=float, help="Nucleus sampling mass in (0, 1].")
-@click.option("--top-k", type=int, default=0, help="Sample from the k likeliest tokens.")
-@click.option("--seed", type=int, help="Seed for reproducible sampling.")
+@click.option("--top-k", type=click.IntRange(min=0), default=0,
+              help="Sample from the k likeliest tokens.")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Seed for reproducible sampling.")
 @click.option("--stop", multiple=True, help="Stop after this string (repeatable).")
 @click.option("--steer", multiple=True, help="[DICTIONARY:]FEATURE=VALUE[x][@POS,...]; VALUEx "
               "is a multiple of the feature's max activation (repeatable).")
 @click.option("--steer-mode", type=click.Choice(sorted(MODES)), default="clamp",
               show_default=True)
 @click.option("--dictionary", multiple=True, help="Dictionaries to show (default: all).")
-@click.option("--features", type=int, default=3, show_default=True,
-              help="Top features shown per token.")
+@click.option("--features", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Top features shown per token (0 = every non-zero one).")
 @click.option("--include-prompt", is_flag=True, help="Also show the prompt tokens' features.")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Deadline (s).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of rich output.")

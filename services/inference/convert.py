@@ -10,6 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from featurewatch.services.inference.config import InferenceConfig
 from featurewatch.services.inference.domain import GenerationSummary, Limits, TokenOut
 from featurewatch.services.inference.runtime import LoadedDictionary, Runtime
+from featurewatch.services.inference.validation import MAX_STEERING, MAX_STEERING_MAGNITUDE
 from featurewatch.training import hooks
 from featurewatch.v1 import inference_pb2 as pb
 
@@ -119,4 +120,7 @@ def model_info(runtime: Runtime, limits: Limits, cfg: InferenceConfig) -> pb.Get
         limits=pb.Limits(max_prompt_chars=limits.max_prompt_chars,
                          max_prompt_tokens=limits.max_prompt_tokens,
                          max_new_tokens=limits.max_new_tokens,
-                         max_concurrent_streams=cfg.max_concurrent_streams))
+                         max_concurrent_streams=cfg.max_concurrent_streams,
+                         max_stop_strings=limits.max_stop_strings,
+                         max_steering_edits=MAX_STEERING,
+                         max_steering_magnitude=MAX_STEERING_MAGNITUDE))

@@ -8,8 +8,12 @@ from featurewatch.services.inference.domain import SamplingParams
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Temperature-scaled logits [V] with tokens outside top-k / top-p set to -inf."""
-    scaled = logits.float() / params.temperature
+    """Temperature-scaled logits [V] (float64) with tokens outside top-k / top-p set to -inf.
+
+    float64 because a tiny temperature overflows float32 (1e-38 turns logits into ±inf, and
+    softmax into NaN); in float64 it just approaches greedy, as it should.
+    """
+    scaled = logits.double() / params.temperature
     if 0 < params.top_k < scaled.numel():
         kth = torch.topk(scaled, params.top_k).values[-1]
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -31,7 +35,7 @@ def sample_token(logits: torch.Tensor, params: SamplingParams,
     if params.temperature == 0:
         token = int(torch.argmax(logits))
     else:
-        probs = torch.softmax(filter_logits(logits, params).double(), dim=-1)
+        probs = torch.softmax(filter_logits(logits, params), dim=-1)
         token = draw(probs, generator)
     return token, float(logprobs[token])
 

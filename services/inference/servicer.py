@@ -123,10 +123,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Generate(self, request: pb.GenerateRequest, context):
         async with self._rpc("Generate", context):
             serving = self._ready()
+            # Bad input is reported as such even while the server refuses work (fail-closed).
+            req = validate_generate(request, serving.spec)
             if self.cfg.fail_closed and not self.traces_deliverable():
                 raise Unavailable("trace events cannot be delivered to Redis and the server "
                                   "fails closed (fail_closed=true); retry later")
-            req = validate_generate(request, serving.spec)
             with self._admit():
                 handle = serving.engine.generate(req, timeout_s=context.time_remaining())
                 timer = StreamTimer(self.metrics, handle.accepted)

@@ -20,6 +20,9 @@ from featurewatch.v1 import trace_pb2
 def nonzero_rows(f: torch.Tensor) -> list[SparseTrace]:
     """Per row of f [N, d_sae]: (ids, activations) of its non-zero features, by id."""
     values = f.detach().float().numpy()
+    if values.shape[0] == 1:  # a decode step of one stream: skip the row bookkeeping
+        ids = np.flatnonzero(values[0])
+        return [(ids, values[0, ids])]
     rows, cols = np.nonzero(values)
     bounds = np.searchsorted(rows, np.arange(values.shape[0] + 1))
     picked = values[rows, cols]
@@ -36,8 +39,9 @@ def select(entry: SparseTrace, filt: FeatureFilter) -> SparseTrace:
     """
     ids, values = entry
     magnitude = np.abs(values)
-    keep = magnitude > filt.threshold
-    ids, values, magnitude = ids[keep], values[keep], magnitude[keep]
+    if filt.threshold > 0:  # entries are non-zero already: threshold 0 keeps them all
+        keep = magnitude > filt.threshold
+        ids, values, magnitude = ids[keep], values[keep], magnitude[keep]
     order = np.argsort(-magnitude, kind="stable")
     if filt.top_k:
         order = order[:filt.top_k]

@@ -28,6 +28,9 @@ from featurewatch.v1 import inference_pb2 as pb
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_STOP_CHARS = 256
 MAX_STEERING = 64
+#: Largest |value| of a steering edit in model units (or as a scale factor). Larger finite values
+#: overflow float32 inside the model (layer norms square them) and turn the logits into NaN.
+MAX_STEERING_MAGNITUDE = 1e6
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MODES = {pb.STEERING_MODE_CLAMP: "clamp", pb.STEERING_MODE_ADD: "add",
@@ -62,18 +65,18 @@ def _finite(value: float, field: str) -> float:
     return value
 
 
-def _prompt_ids(prompt: str, spec: ServingSpec) -> tuple[int, ...]:
+def _prompt_ids(prompt: str, spec: ServingSpec, field: str = "prompt") -> tuple[int, ...]:
     limits = spec.limits
     if not prompt:
-        raise InvalidRequest("prompt", "must not be empty")
+        raise InvalidRequest(field, "must not be empty")
     if len(prompt) > limits.max_prompt_chars:
-        raise InvalidRequest("prompt", f"{len(prompt)} characters exceeds the limit of "
+        raise InvalidRequest(field, f"{len(prompt)} characters exceeds the limit of "
                              f"{limits.max_prompt_chars}", out_of_range=True)
     ids = spec.encode(prompt)
     if not ids:
-        raise InvalidRequest("prompt", "encodes to no tokens")
+        raise InvalidRequest(field, "encodes to no tokens")
     if len(ids) > limits.max_prompt_tokens:
-        raise InvalidRequest("prompt", f"{len(ids)} tokens exceeds the limit of "
+        raise InvalidRequest(field, f"{len(ids)} tokens exceeds the limit of "
                              f"{limits.max_prompt_tokens}", out_of_range=True)
     return tuple(ids)
 
@@ -124,11 +127,18 @@ def validate_filter(msg: pb.FeatureFilter, spec: ServingSpec, field: str) -> Fea
     return FeatureFilter(dictionaries=ids, top_k=msg.top_k, threshold=threshold)
 
 
+def _bounded(value: float, field: str, what: str) -> float:
+    if abs(value) > MAX_STEERING_MAGNITUDE:
+        raise InvalidRequest(field, f"{what} {value:g} exceeds the limit of "
+                             f"±{MAX_STEERING_MAGNITUDE:g}", out_of_range=True)
+    return value
+
+
 def _steering_value(msg: pb.Steering, dictionary_id: str, spec: ServingSpec, field: str
                     ) -> float:
     value = _finite(msg.value, f"{field}.value")
     if msg.unit != pb.STEERING_UNIT_MAX_ACTIVATION:
-        return value
+        return _bounded(value, f"{field}.value", "value")
     if msg.mode == pb.STEERING_MODE_SCALE:
         raise InvalidRequest(f"{field}.unit", "STEERING_MODE_SCALE takes a plain factor; "
                              "STEERING_UNIT_MAX_ACTIVATION contradicts it")
@@ -137,7 +147,8 @@ def _steering_value(msg: pb.Steering, dictionary_id: str, spec: ServingSpec, fie
         raise InvalidRequest(f"{field}.unit", f"feature {msg.feature} of {dictionary_id!r} has "
                              "no known max activation (no features.parquet, or it never fired);"
                              " use STEERING_UNIT_ABSOLUTE")
-    return _finite(value * max_act, f"{field}.value")
+    return _bounded(value * max_act, f"{field}.value",
+                    f"value × max activation ({max_act:g}) =")
 
 
 def _steering(msg: pb.Steering, spec: ServingSpec, field: str) -> SteeringEdit:
@@ -156,6 +167,22 @@ def _steering(msg: pb.Steering, spec: ServingSpec, field: str) -> SteeringEdit:
                                  f"context length {context}", out_of_range=True)
     positions = frozenset(msg.positions) if msg.positions else None
     return SteeringEdit(dictionary_id, msg.feature, MODES[msg.mode], value, positions)
+
+
+def _no_double_clamp(edits: tuple[SteeringEdit, ...]) -> None:
+    """Two clamps of one feature at a shared position ask for two values at once."""
+    clamps: dict[tuple[str, int], list[tuple[int, SteeringEdit]]] = {}
+    for j, edit in enumerate(edits):
+        if edit.mode != "clamp":
+            continue
+        key = (edit.dictionary_id, edit.feature)
+        for i, earlier in clamps.get(key, []):
+            if (earlier.positions is None or edit.positions is None
+                    or earlier.positions & edit.positions):
+                raise InvalidRequest(f"steering[{j}]", f"clamps feature {edit.feature} of "
+                                     f"{edit.dictionary_id!r} at positions steering[{i}] "
+                                     "already clamps; the two values contradict")
+        clamps.setdefault(key, []).append((j, edit))
 
 
 def _request_id(value: str) -> str:
@@ -179,6 +206,7 @@ def validate_generate(msg: pb.GenerateRequest, spec: ServingSpec) -> GenerationR
         raise InvalidRequest("steering", f"{len(msg.steering)} edits exceed the limit of "
                              f"{MAX_STEERING}", out_of_range=True)
     steering = tuple(_steering(s, spec, f"steering[{i}]") for i, s in enumerate(msg.steering))
+    _no_double_clamp(steering)
     prompt_ids = _prompt_ids(msg.prompt, spec)
     return GenerationRequest(request_id=request_id, prompt=msg.prompt, prompt_ids=prompt_ids,
                              max_new_tokens=max_new, sampling=sampling, filter=filt,
@@ -193,7 +221,7 @@ def validate_trace(msg: pb.TraceRequest, spec: ServingSpec) -> TraceRequest:
         raise InvalidRequest("input", "set text or tokens")
     filt = validate_filter(msg.filter, spec, "filter")
     if which == "text":
-        return TraceRequest(_prompt_ids(msg.text, spec), filt)
+        return TraceRequest(_prompt_ids(msg.text, spec, "text"), filt)
     ids = tuple(msg.tokens.ids)
     if not ids:
         raise InvalidRequest("tokens.ids", "must not be empty")

@@ -12,7 +12,7 @@ import pytest
 from featurewatch.training.bundle import load_bundle, model_binding
 from featurewatch.training.presets import preset_values
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 
 def _train_all(artifacts: Path) -> subprocess.CompletedProcess:
@@ -22,9 +22,9 @@ def _train_all(artifacts: Path) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=900)
 
 
-def test_tiny_chain_builds_every_artifact_then_skips(tmp_path: Path) -> None:
-    art = tmp_path / "artifacts"
-    first = _train_all(art)
+def test_tiny_chain_builds_every_artifact_then_skips(tiny_training) -> None:
+    # The session fixture (tests/e2e/conftest.py) ran the chain once for every e2e test.
+    art, first = tiny_training.artifacts, tiny_training.result
     assert first.returncode == 0, first.stderr[-3000:]
     for path in ("corpus/manifest.json", "tokenizer/tokenizer.json", "tokens/train.npy",
                  "model/model.safetensors", "activations/blocks.0.mlp.hook_post/pool.json",

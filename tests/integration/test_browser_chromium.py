@@ -7,6 +7,7 @@ save a screenshot of the feature page (its path is printed; run pytest with -s t
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from servers import require_binary
 
 from featurewatch.training.browser import write_browser
+from featurewatch.training.report import write_report
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +187,31 @@ def test_sort_and_neuron_toggle(chromium, site) -> None:
     chromium.find_element(By.CSS_SELECTOR, ".back").click()  # back keeps the neuron search
     wait_for(chromium, lambda d: rows(d) == [7])
     assert not [e for e in chromium.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_report_page_opens_from_the_browser(chromium, site, tmp_path: Path) -> None:
+    """The run report (log-density histogram, training curves, L0 vs loss recovered, ...) is
+    one click from the browser header, and every plot loads from disk."""
+    bundle, _ = site
+    artifacts = bundle.parent.parent
+    links = [{"from": "d600", "feature": PLANTED, "to": "d4096", "children": [[3, 0.81]]}]
+    (artifacts / "report").mkdir()
+    (artifacts / "report" / "analysis.json").write_text(json.dumps(
+        synthetic_analysis([("d600", 600), ("d4096", 4096)], links=links)))
+    write_report(artifacts)
+    page = write_browser(bundle)  # finds report/ next to dictionaries/
+    chromium.get(page.as_uri())
+    wait_for(chromium, lambda d: rows(d))
+    chromium.find_element(By.ID, "report-link").click()
+    wait_for(chromium, lambda d: d.find_elements(By.TAG_NAME, "h1"))
+    assert chromium.current_url.endswith("/report/index.html")
+    loaded = wait_for(chromium, lambda d: d.execute_script(
+        "const imgs = [...document.images];"
+        "return imgs.every(i => i.complete) && imgs.map(i => [i.getAttribute('src'),"
+        " i.naturalWidth]);"))
+    assert {src for src, _ in loaded} >= {"feature_density.png", "training_curves.png",
+                                          "l0_vs_loss_recovered.png", "feature_splitting.png"}
+    assert all(width > 300 for _, width in loaded)
+    shot = tmp_path / "report_page.png"
+    chromium.save_screenshot(str(shot))
+    print(f"\nscreenshot: {shot}")

@@ -61,6 +61,10 @@ GENERATE_CASES = [
      "sampling.stop"),
     ("position beyond context", _gen(steering=[_steer(positions=[5000])]), OUT,
      "beyond the context length 2048"),
+    ("huge steering", _gen(steering=[_steer(value=1e30)]), OUT,
+     "steering[0].value: value 1e+30 exceeds the limit of ±1e+06"),
+    ("two clamps", _gen(steering=[_steer(value=1), _steer(value=2, positions=[0])]), INVALID,
+     "steering[1]: clamps feature 1"),
 ]
 
 
@@ -96,6 +100,9 @@ async def test_bad_unary_requests(make_server, connect):
          "token id 400 is out of range"),
         (stub.Trace(pb.TraceRequest(text="hi", filter=pb.FeatureFilter(top_k=1, threshold=1))),
          INVALID, "filter: set at most one"),
+        (stub.Trace(pb.TraceRequest(text="")), INVALID, "text: must not be empty"),
+        (stub.Trace(pb.TraceRequest(text="river " * 5000)), OUT,
+         "text: 30000 characters exceeds the limit of 20000"),
     ]
     for call, code, detail in cases:
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -115,6 +115,48 @@ async def test_steering_changes_output_and_trace_shows_clamped_value(tiny, make_
     assert all(by_position[p].get(feature, 0) < 50 for p in by_position if p != 6)
 
 
+async def test_sampling_options_are_honoured(make_server, connect):
+    stub = connect(await make_server())
+    prompt = "The river carries"
+
+    async def ids(sampling, n=12):
+        tokens, summary = await _generate(stub, prompt=prompt, max_new_tokens=n,
+                                          sampling=sampling)
+        return [t.id for t in tokens], summary
+
+    greedy, _ = await ids(GREEDY)
+    seeded, summary = await ids(pb.SamplingOptions(seed=7))
+    assert summary.seed == 7 and (await ids(pb.SamplingOptions(seed=7)))[0] == seeded
+    assert (await ids(pb.SamplingOptions(seed=8)))[0] != seeded
+    drawn, summary = await ids(pb.SamplingOptions())  # no seed: the summary says which
+    assert (await ids(pb.SamplingOptions(seed=summary.seed)))[0] == drawn
+    assert (await ids(pb.SamplingOptions(seed=3, top_k=1)))[0] == greedy
+    assert (await ids(pb.SamplingOptions(seed=3, top_p=1e-6)))[0] == greedy
+
+    tokens, _ = await _generate(stub, prompt=prompt, max_new_tokens=12)
+    k = next(i for i in range(3, 12) if tokens[i].text)
+    stop = "".join(t.text for t in tokens[:k + 1])  # first completed by token k
+    stopped, summary = await _generate(stub, prompt=prompt, max_new_tokens=12,
+                                       sampling=pb.SamplingOptions(temperature=0, stop=[stop]))
+    assert summary.finish_reason == pb.FINISH_REASON_STOP and summary.stop == stop
+    assert [t.id for t in stopped] == greedy[:k + 1] and summary.generated_tokens == k + 1
+
+
+async def test_summary_counts_and_timing(tiny, make_server, connect):
+    from transformers import AutoTokenizer
+
+    stub = connect(await make_server())
+    tokens, summary = await _generate(stub, prompt="Silver light across", max_new_tokens=7,
+                                      request_id="timing-1")
+    n_prompt = len(AutoTokenizer.from_pretrained(tiny.model_dir).encode("Silver light across"))
+    assert len(tokens) == 7
+    assert (summary.request_id, summary.prompt_tokens, summary.generated_tokens) == \
+        ("timing-1", n_prompt, 7)
+    ttft, total = (summary.time_to_first_token.ToNanoseconds(),
+                   summary.total_time.ToNanoseconds())
+    assert 0 < ttft <= total
+
+
 async def test_features_and_model_info(tiny, make_server, connect):
     stub = connect(await make_server())
     frame = pl.read_parquet(tiny.mlp_bundle / "features.parquet")
@@ -128,6 +170,12 @@ async def test_features_and_model_info(tiny, make_server, connect):
     assert [e.interval for e in feature.interval_examples] == \
         [e["interval"] for e in row["interval_examples"]]
     assert [x.token for x in feature.positive_logits] == row["logit_pos_tokens"]
+    assert [x.token for x in feature.negative_logits] == row["logit_neg_tokens"]
+    assert [x.value for x in feature.negative_logits] == \
+        pytest.approx(row["logit_neg_values"], rel=1e-6)
+    assert (feature.density, feature.mean_activation, feature.interp_score) == \
+        pytest.approx((row["density"], row["mean_activation"], row["interp_score"]))
+    assert list(feature.histogram_edges) == pytest.approx(row["act_hist_edges"])
     bare = (await stub.GetFeature(pb.GetFeatureRequest(dictionary=RESID_ID, feature=3))).feature
     assert bare.label == "" and not bare.HasField("max_activation") and not bare.top_examples
 
@@ -149,3 +197,4 @@ async def test_features_and_model_info(tiny, make_server, connect):
     mlp = next(d for d in info.dictionaries if d.dictionary_id == MLP_ID)
     assert mlp.d_sae == D_SAE_MLP and mlp.has_features and "l0" in mlp.metrics
     assert info.limits.max_new_tokens == 2000
+    assert (info.limits.max_steering_edits, info.limits.max_steering_magnitude) == (64, 1e6)

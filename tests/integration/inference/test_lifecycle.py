@@ -80,6 +80,8 @@ async def test_deadline_stops_generating(make_server, connect):
             pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await wait_until(lambda: metric(server, "featurewatch_inference_active_streams") == 0)
+    await wait_until(lambda: metric(server, "featurewatch_inference_requests_total",
+                                    method="Generate", code="DEADLINE_EXCEEDED") == 1)
     await asyncio.sleep(0.1)
     steps = server.engine.steps
     await asyncio.sleep(0.3)
@@ -97,6 +99,9 @@ async def test_admission_control(make_server, connect):
             pass
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_concurrent_streams=2" in info.value.details()
+    assert metric(server, "featurewatch_inference_requests_total", method="Generate",
+                  code="RESOURCE_EXHAUSTED") == 1
+    assert metric(server, "featurewatch_inference_active_streams") == 2
     for call in calls:
         call.cancel()
     await wait_until(lambda: metric(server, "featurewatch_inference_active_streams") == 0)

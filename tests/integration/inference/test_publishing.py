@@ -108,6 +108,9 @@ async def test_fail_closed_refuses_while_redis_is_down(redis_server, make_server
         await _generate(stub, "refused")
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "fail_closed" in info.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as info:  # bad input is still reported as such
+        _ = [r async for r in stub.Generate(pb.GenerateRequest(prompt=""))]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     redis_server.start()
     await wait_until(lambda: server.publisher.available)
     assert (await _generate(stub, "ok-2"))[-1].summary.generated_tokens == 6

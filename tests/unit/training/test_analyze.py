@@ -86,6 +86,24 @@ def test_planted_feature_row(run, analysed):
     assert sum(row["act_hist_counts"]) == n5 + n6
 
 
+def test_planted_neuron_row_matches_the_feature_reading_it(run, analysed):
+    bundle = run / "dictionaries" / "planted-20"
+    neuron = pl.read_parquet(bundle / "neurons.parquet").row(PLANTED, named=True)
+    feature = pl.read_parquet(bundle / "features.parquet").row(PLANTED, named=True)
+    tokens = planted_tokens().reshape(-1)
+    assert neuron["density"] == pytest.approx((tokens == PLANTED).sum() / tokens.size)
+    assert neuron["max_activation"] == pytest.approx(ACT, rel=1e-5)
+    assert neuron["mean_activation"] == pytest.approx(ACT, rel=1e-5)
+    assert all(ex["tokens"][ex["center"]] == f"t{PLANTED}" for ex in neuron["top_examples"])
+    # neuron 5's direction is feature 5's decoder row: the same logit effects
+    assert neuron["logit_pos_tokens"][0] == f"t{PROMOTED}"
+    assert neuron["logit_neg_tokens"][0] == f"t{SUPPRESSED}"
+    assert neuron["logit_pos_values"] == pytest.approx(feature["logit_pos_values"], rel=1e-5)
+    # a neuron that writes nothing has no effect on any logit once median-centred
+    silent = pl.read_parquet(bundle / "neurons.parquet").row(0, named=True)
+    assert max(map(abs, silent["logit_pos_values"] + silent["logit_neg_values"])) < 1e-6
+
+
 def test_dead_features_have_empty_rows(run, analysed):
     row = pl.read_parquet(run / "dictionaries" / "planted-20" / "features.parquet").row(
         FEATURES - 1, named=True)
@@ -118,6 +136,14 @@ def test_run_report_links_sizes_and_summarises(run):
     assert analysis["universality"] == {"skipped": "analyze.universality = false"}
     assert summary["split_example"] == [1, 4]
     assert (run / "dictionaries" / "planted-32" / "features.parquet").is_file()
+    # every bundle's browser was rewritten with the split links and the report link
+    index_js = run / "dictionaries" / "planted-20" / "browser" / "data" / "index.js"
+    index = json.loads(index_js.read_text().split(" = ", 1)[1].rstrip(";\n"))
+    assert index["meta"]["report_href"] == "../../../report/index.html"
+    assert [d["id"] for d in index["meta"]["split_dictionaries"]] == ["planted-20", "planted-32"]
+    chunk = (index_js.parent / "features_000.js").read_text()
+    records = json.loads(chunk[chunk.index("["): chunk.rindex("]") + 1])
+    assert sorted(j for _, j, _ in records[PLANTED]["splits"]["children"]) == [5, 6, 21, 22]
 
 
 def test_universality_needs_a_model_the_job_trained(run):

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tiny_models import save_tiny_model
 
 from featurewatch.cli import cli
-from tiny_models import save_tiny_model
 
 SMALL = """
 [tokenizer]

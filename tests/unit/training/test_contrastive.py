@@ -9,6 +9,7 @@ import yaml
 
 from featurewatch.errors import ConfigError
 from featurewatch.training.contrastive import (
+    Candidate,
     flag_entries,
     flags_yaml,
     rank_separating,
@@ -63,7 +64,7 @@ def test_flag_file_is_the_monitor_format():
     flags = yaml.safe_load(text)["flags"]
     assert flags[0] == {"dictionary": "a1-4096", "feature": 7, "name": "label 7",
                         "severity": "critical",
-                        "min_activation": round(ranked[0].threshold, 6),
+                        "min_activation": float(f"{ranked[0].threshold:.6g}"),
                         "runbook_url": "https://rb/x"}
 
 
@@ -97,3 +98,22 @@ def test_search_labels_needs_every_word_and_ranks_exact_phrase_first():
     assert hits["feature"].to_list() == [0, 3, 1]
     with pytest.raises(ConfigError, match="--label"):
         search_labels(table, "  ")
+
+
+def test_flag_file_survives_odd_comments_labels_and_thresholds(tmp_path):
+    from featurewatch.services.monitor.flags import read_flags_file
+
+    tiny = Candidate(3, 4e-7, 1.0, 1.0, 1.0, 1e-6, 0.0)
+    other = Candidate(1, 2.5, 1.0, 0.5, 0.67, 3.0, 0.0)
+    labels = ["x", "   ", "y", "  " + "z" * 300]
+    entries = flag_entries([tiny, other], "d", labels, "warning", "")
+    assert entries[0]["min_activation"] == 4e-7  # not rounded to 0, which would flag all
+    assert entries[0]["name"] == "z" * 80 and entries[1]["name"] == "feature 1"
+    # a feature beyond the label list (a stale table) is named by its id
+    assert flag_entries([Candidate(9, 1.0, 1, 1, 1, 1, 0)], "d", labels, "info",
+                        "")[0]["name"] == "feature 9"
+    path = tmp_path / "flags.yaml"
+    path.write_text(flags_yaml(entries, ["search for 'a\nflags: []'", "second"]))
+    assert path.read_text().startswith("# search for 'a\n# flags: []'\n# second\n")
+    assert [(f.feature, f.min_activation) for f in read_flags_file(path)] == [(3, 4e-7),
+                                                                              (1, 2.5)]

@@ -105,9 +105,84 @@ def test_bad_inputs_name_the_problem(artifacts, tmp_path):
     assert "missing.txt: example file does not exist" in str(result.exception)
     result = _run("show", *base, "99")
     assert "feature 99 is out of range" in str(result.exception)
+    (tmp_path / "dictionaries").mkdir()
     result = _run("list", "--artifacts", str(tmp_path))
     assert "--dictionary is required" in str(result.exception)
-    result = _run("list", "--artifacts", str(tmp_path), "-d", "nope")
-    assert "features.parquet: file is missing" in str(result.exception)
+    result = _run("list", "--artifacts", str(artifacts), "-d", "nope")
+    assert "--dictionary 'nope'" in str(result.exception)
+    assert "is a dictionary bundle" in str(result.exception)
+    assert "['planted-20']" in str(result.exception)  # the bundles that do exist
+    result = _run("list", "--artifacts", str(tmp_path / "absent"))
+    assert "absent/dictionaries does not exist" in str(result.exception)
+    empty = tmp_path / "empty" / "dictionaries" / "b"
+    empty.mkdir(parents=True)
+    (empty / "cfg.json").write_text("{}")
+    result = _run("list", "--artifacts", str(empty.parent.parent), "-d", "b")
+    assert "b/features.parquet: file is missing" in str(result.exception)
+    (empty / "features.parquet").write_bytes(b"not parquet")
+    result = _run("show", "--artifacts", str(empty.parent.parent), "-d", "b", "0")
+    assert "cannot read the feature table" in str(result.exception)
     result = _run("search", *base, "--label", "t5", "--severity", "loud")
     assert "severity='loud' must be one of" in str(result.exception)
+
+
+def test_bad_example_files_name_the_file(artifacts, tmp_path):
+    base = ["--artifacts", str(artifacts), "-d", "planted-20"]
+    (tmp_path / "good.txt").write_text("t5 t1\n")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    (tmp_path / "bad.jsonl").write_text('{"text": "t5"}\n{oops\n')
+    result = _run("search", *base, "--positive", str(tmp_path / "latin1.txt"),
+                  "--negative", str(tmp_path / "good.txt"))
+    assert "latin1.txt: not UTF-8 text (byte 3" in str(result.exception)
+    result = _run("search", *base, "--positive", str(tmp_path / "good.txt"),
+                  "--negative", str(tmp_path / "bad.jsonl"))
+    assert "bad.jsonl:2: not valid JSON" in str(result.exception)
+    result = _run("search", *base, "--positive", str(tmp_path), "--negative",
+                  str(tmp_path / "good.txt"))
+    assert result.exit_code == 2 and "is a directory" in result.output
+    result = _run("search", *base, "--positive", str(tmp_path / "good.txt"),
+                  "--negative", str(tmp_path / "good.txt"), "--model", str(tmp_path))
+    assert "not a model directory" in str(result.exception)
+
+
+def test_errors_reach_the_user_as_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    from featurewatch.cli import main
+
+    monkeypatch.setattr("sys.argv", ["featurewatch", "features", "list", "--artifacts",
+                                     str(tmp_path / "absent")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --artifacts") and "Traceback" not in err
+
+
+def test_help_names_every_subcommand_and_option():
+    top = _run("--help")
+    assert top.exit_code == 0
+    for line in ("list    List features or neurons of a bundle.",
+                 "search  Propose flags: contrastive or label search.",
+                 "show    Show one feature's page in the terminal.",
+                 "featurewatch features search -d a1-4096 --positive pos.txt"):
+        assert line in top.output
+    search = _run("search", "--help").output
+    for option in ("--positive FILE", "--negative FILE", "--label TEXT", "--output FILE",
+                   "--severity", "--runbook-url", "min_activation"):
+        assert option in search
+    assert "--sort [feature|density|max_activation|interp_score]" in _run("list", "--help").output
+    assert "FEATURE" in _run("show", "--help").output
+
+
+def test_label_search_output_is_a_flag_file_the_monitor_loads(artifacts, tmp_path):
+    from featurewatch.services.monitor.flags import check_in_dictionary, read_flags_file
+
+    out = tmp_path / "label-flags.yaml"
+    result = _run("search", "--artifacts", str(artifacts), "--label", "t5", "--severity",
+                  "info", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    flags = read_flags_file(out)
+    assert [f.feature for f in flags] == [PLANTED]
+    flag = check_in_dictionary(flags[0], 20, lambda: ["planted-20"])
+    assert flag.dictionary_id == "planted-20" and flag.severity == "info"
+    assert flag.min_activation == pytest.approx(0.25 * ACT, rel=1e-5)
+    assert flag.name.startswith("tokens:") and '"t5"' in flag.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -13,7 +14,7 @@ from planted_model import PLANTED, planted_tokens, save_planted_bundle, save_pla
 from featurewatch.errors import ConfigError
 from featurewatch.training.analyze import AnalyzeConfig, analyze_bundle
 from featurewatch.training.feature_stats import Example
-from featurewatch.training.interpret import score_code
+from featurewatch.training.interpret import score_code, score_codes
 from featurewatch.training.interpret_llm import (
     ChatClient,
     ChatConfig,
@@ -152,6 +153,27 @@ def test_bad_replies_and_config_are_clear_errors(llm, tmp_path):
     with pytest.raises(LLMError, match="connection failed"):
         _client(llm, tmp_path, url="http://127.0.0.1:9/v1", max_retries=1).chat(
             [{"role": "user", "content": "hi"}])
+
+
+def test_unusable_simulator_reply_leaves_only_that_code_unscored(llm, tmp_path):
+    def answer(body: dict) -> str:
+        user = body["messages"][-1]["content"]
+        if "Tokens: " not in user:
+            return "the token x"
+        tokens = json.loads(user.split("Tokens: ", 1)[1])
+        # windows holding 'y' (the second code's) get one level too few
+        return json.dumps([9 if t == "x" else 0 for t in tokens][: -1 if "y" in tokens else None])
+
+    llm.answer = answer
+    client = _client(llm, tmp_path)
+    good = ([Example(["a", "x"], [0.0, 4.0], 1), Example(["x", "b"], [3.0, 0.0], 0)], [],
+            [Example(["c", "d"], [0.0, 0.0], 0)])
+    bad = ([Example(["y", "a"], [2.0, 0.0], 0), Example(["b", "y"], [0.0, 1.0], 1)], [], [])
+    scored = score_codes(OpenAIChatExplainer(client), OpenAIChatSimulator(client), [bad, good])
+    assert scored[0].label == "the token x" and math.isnan(scored[0].score)
+    assert scored[1].score == pytest.approx(1.0)
+    with pytest.raises(LLMError, match="non-integer"):
+        parse_levels("[Infinity]", 1)
 
 
 def _token_answer(body: dict) -> str:

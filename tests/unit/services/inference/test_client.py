@@ -37,3 +37,14 @@ def test_build_request_sets_only_given_sampling_fields():
     assert request.sampling.top_p == pytest.approx(0.9) and request.sampling.seed == 3
     assert request.trace.filter.top_k == 4 and request.trace.include_prompt
     assert request.steering[0].feature == 3 and request.max_new_tokens == 7
+
+
+@pytest.mark.parametrize("args", [["--top-k", "-1"], ["--max-new-tokens", "-5"],
+                                  ["--seed", "-1"], ["--features", "-2"]])
+def test_negative_counts_are_usage_errors(args):
+    from click.testing import CliRunner
+
+    from featurewatch.services.inference.client import generate
+
+    result = CliRunner().invoke(generate, ["hi", "--server", "127.0.0.1:1", *args])
+    assert result.exit_code == 2 and args[0] in result.output  # not a protobuf traceback

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,6 +64,25 @@ def make_engine(runtime, events):
     yield make
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def forwards(runtime):
+    """Every forward pass of the shared model while the test runs: thread, tokens fed, cache."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        cache = kwargs.get("past_key_values") or kwargs.get("cache")
+        positions = kwargs.get("position_ids")
+        calls.append(SimpleNamespace(
+            thread=threading.get_ident(), at=time.monotonic(),
+            shape=tuple(kwargs["input_ids"].shape),
+            cached=0 if cache is None else cache.get_seq_length(),
+            positions=None if positions is None else positions.flatten().tolist()))
+
+    handle = runtime.model.register_forward_pre_hook(hook, with_kwargs=True)
+    yield calls
+    handle.remove()
 
 
 def _dense(trace, d_sae):
@@ -198,15 +220,16 @@ async def test_cancel_stops_generation_within_a_step(runtime, make_engine):
         seen += 1
         if seen == 3:
             break
+    at_cancel = handle.steps
     handle.cancel()
     await asyncio.sleep(0.2)
     steps, total = handle.steps, engine.steps
     await asyncio.sleep(0.3)
     assert (handle.steps, engine.steps) == (steps, total)
-    assert steps < 2000
+    assert steps <= at_cancel + 1  # at most the step already running when cancel() came
 
 
-async def test_deadline_expires_the_request(runtime, make_engine):
+async def test_deadline_expires_the_request(runtime, make_engine, forwards):
     engine = make_engine()
     handle = engine.generate(dataclasses.replace(_request(runtime), max_new_tokens=2000),
                              timeout_s=0.15)
@@ -216,3 +239,70 @@ async def test_deadline_expires_the_request(runtime, make_engine):
     steps = engine.steps
     await asyncio.sleep(0.3)
     assert engine.steps == steps and handle.steps < 2000
+    assert sum(call.at > handle.deadline for call in forwards) <= 1  # one step at most
+
+
+async def test_generation_uses_the_kv_cache(runtime, make_engine, forwards):
+    engine = make_engine()
+    prompt_len = len(runtime.tokenizer.encode("The river carries"))
+    await _collect(engine.generate(_request(runtime, n=6)))
+    # prefill: the prompt at once into an empty cache; then one new token per step, the
+    # cache holding every earlier token (a traced request feeds its last token for its trace)
+    assert [(c.shape, c.cached) for c in forwards] == \
+        [((1, prompt_len), 0)] + [((1, 1), prompt_len + i) for i in range(6)]
+    assert [c.positions for c in forwards[1:]] == [[prompt_len + i] for i in range(6)]
+    forwards.clear()
+    await _collect(engine.generate(_request(runtime, n=6, traced=False, request_id="p")))
+    assert [(c.shape, c.cached) for c in forwards] == \
+        [((1, prompt_len), 0)] + [((1, 1), prompt_len + i) for i in range(5)]
+
+
+async def test_model_never_runs_on_the_event_loop(runtime, make_engine, forwards):
+    engine = make_engine()
+    await asyncio.gather(_collect(engine.generate(_request(runtime, n=4))),
+                         engine.trace(TraceRequest((1, 2, 3), ALL)))
+    threads = {c.thread for c in forwards}
+    assert len(forwards) >= 5 and len(threads) == 1
+    assert threading.get_ident() not in threads  # the loop only awaited handles
+
+
+async def test_steering_keeps_the_reconstruction_error(runtime, make_engine):
+    engine = make_engine()
+    plain, _ = await _collect(engine.generate(_request(runtime, n=10, include_prompt=True)))
+    ids = [t.id for t in plain]
+    fired = np.bincount(np.concatenate([t.features[MLP_ID][0] for t in plain]))
+    feature = int(fired.argmax())
+    identity = SteeringEdit(MLP_ID, feature, "scale", 1.0)
+    same, _ = await _collect(engine.generate(_request(runtime, n=10, include_prompt=True,
+                                                      steering=(identity,))))
+    # an edit that changes no feature leaves the model's output as it was: x' = x
+    assert [t.id for t in same] == ids
+    assert np.allclose([t.logprob for t in same], [t.logprob for t in plain], atol=1e-4)
+    # ... which is not because the dictionary reconstructs x well: it does not
+    model, dictionary = runtime.model, runtime.dictionaries[MLP_ID].dictionary
+    with torch.inference_mode(), hooks.capture(model, "blocks.0.mlp.hook_post") as acts:
+        model(input_ids=torch.tensor([ids]))
+    x = acts[0][0]
+    assert float((x - dictionary(x)[0]).norm() / x.norm()) > 0.1
+
+
+async def test_scale_and_add_in_absolute_units_at_chosen_positions(runtime, make_engine):
+    engine = make_engine()
+    plain, _ = await _collect(engine.generate(_request(runtime, n=8, include_prompt=True)))
+    fired = np.bincount(np.concatenate([t.features[MLP_ID][0] for t in plain]))
+    feature = int(fired.argmax())
+    off = SteeringEdit(MLP_ID, feature, "scale", 0.0)
+    silenced, _ = await _collect(engine.generate(_request(runtime, n=8, include_prompt=True,
+                                                          steering=(off,))))
+    assert all(feature not in t.features[MLP_ID][0] for t in silenced)
+    prompt_len = sum(t.prompt for t in plain)
+    add = SteeringEdit(MLP_ID, feature, "add", 7.0, frozenset({prompt_len}))
+    added, _ = await _collect(engine.generate(_request(runtime, n=8, include_prompt=True,
+                                                       steering=(add,))))
+    d_sae = runtime.dictionaries[MLP_ID].d_sae
+    for before, after in zip(plain[:prompt_len + 1], added[:prompt_len + 1], strict=True):
+        delta = _dense(after.features[MLP_ID], d_sae) - _dense(before.features[MLP_ID], d_sae)
+        expected = np.zeros(d_sae)
+        if before.position == prompt_len:
+            expected[feature] = 7.0
+        assert np.allclose(delta, expected, atol=1e-4), before.position

@@ -13,11 +13,13 @@ def test_encoder_matches_dictionary_encode_dense_and_sparse(runtime):
     torch.manual_seed(0)
     dictionary = runtime.dictionaries[MLP_ID].dictionary
     dense = torch.randn(5, 3, dictionary.d_in)
-    sparse = torch.relu(dense) * (torch.rand_like(dense) < 0.2)  # takes the sparse path
-    encoder = Encoder(dictionary)
+    sparse = torch.relu(dense) * (torch.rand_like(dense) < 0.2)
+    small, forced = Encoder(dictionary), Encoder(dictionary, sparse_min_weights=0)
+    assert not small.may_sparse and forced.may_sparse  # the fixture's W_enc is small
     with torch.inference_mode():
-        for x in (dense, sparse):
-            assert torch.allclose(encoder(x), dictionary.encode(x), atol=1e-5)
+        for x in (dense, sparse):  # sparse input takes the sparse path in `forced`
+            for encoder in (small, forced):
+                assert torch.allclose(encoder(x), dictionary.encode(x), atol=1e-5)
 
 
 def test_router_features_equal_captured_activations_encoded(runtime):

@@ -60,3 +60,13 @@ def test_temperature_sharpens():
     warm = [sample_token(LOGITS, SamplingParams(temperature=1.0), g2)[0] for _ in range(200)]
     assert cold.count(1) > 190
     assert warm.count(1) < 150
+
+
+def test_tiny_temperatures_approach_greedy_instead_of_overflowing():
+    logits = torch.linspace(-3.0, 3.0, 400).roll(17)  # argmax away from the ends
+    greedy = int(torch.argmax(logits))
+    for temperature in (1e-3, 1e-20, 1e-38, 1e-45):
+        g = make_generator(0)
+        for params in (SamplingParams(temperature=temperature),
+                       SamplingParams(temperature=temperature, top_p=0.9, top_k=5)):
+            assert [sample_token(logits, params, g)[0] for _ in range(5)] == [greedy] * 5

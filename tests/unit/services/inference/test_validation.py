@@ -95,6 +95,16 @@ CASES = [
     ("steering[0].positions", True, _gen(steering=[_steer(positions=[2048])])),
     ("steering", True, _gen(steering=[_steer()] * 65)),
     ("request_id", False, _gen(request_id="has space")),
+    ("steering[0].value", True, _gen(steering=[_steer(value=1.0000001e6)])),
+    ("steering[0].value", True, _gen(steering=[_steer(value=-1e30)])),
+    ("steering[0].value", True, _gen(steering=[_steer(mode=pb.STEERING_MODE_SCALE,
+                                                      value=1e7)])),
+    ("steering[0].value", True, _gen(steering=[_steer(value=1e300,
+                                                      unit=pb.STEERING_UNIT_MAX_ACTIVATION)])),
+    ("steering[1]", False, _gen(steering=[_steer(value=1.0), _steer(value=2.0)])),
+    ("steering[2]", False, _gen(steering=[_steer(value=1.0, positions=[1, 2]),
+                                          _steer(value=2.0, positions=[3]),
+                                          _steer(value=3.0, positions=[2, 5])])),
 ]
 
 
@@ -122,7 +132,8 @@ def test_trace_requests(spec):
            (pb.TraceRequest(tokens=pb.TokenIds()), "tokens.ids", False),
            (pb.TraceRequest(tokens=pb.TokenIds(ids=[400])), "tokens.ids", True),
            (pb.TraceRequest(tokens=pb.TokenIds(ids=[1] * 2049)), "tokens.ids", True),
-           (pb.TraceRequest(text=""), "prompt", False)]
+           (pb.TraceRequest(text=""), "text", False),
+           (pb.TraceRequest(text="x" * 20_001), "text", True)]
     for message, field, out_of_range in bad:
         with pytest.raises(InvalidRequest) as info:
             validate_trace(message, spec)
@@ -144,3 +155,28 @@ def test_page_tokens(spec):
         validate_list(pb.ListFeaturesRequest(dictionary=MLP_ID, query="b", page_token=token),
                       spec)
     assert next_page_token(MLP_ID, "a", 100, 100) == ""
+
+
+def test_steering_limits_and_compatible_edits(spec):
+    edge = validate_generate(_gen(steering=[_steer(value=-1e6)]), spec)
+    assert edge.steering[0].value == -1e6  # the limit itself is allowed
+    # clamps of one feature at disjoint positions, or clamp + add + scale, do not contradict
+    req = validate_generate(_gen(steering=[
+        _steer(value=1.0, positions=[1]), _steer(value=2.0, positions=[2]),
+        _steer(mode=pb.STEERING_MODE_ADD, value=1.0), _steer(mode=pb.STEERING_MODE_SCALE,
+                                                              value=2.0),
+        _steer(feature=4, value=1.0)]), spec)
+    assert [e.mode for e in req.steering] == ["clamp", "clamp", "add", "scale", "clamp"]
+
+
+def test_limit_messages_name_field_and_limit(spec):
+    with pytest.raises(InvalidRequest) as info:
+        validate_generate(_gen(steering=[_steer(value=5e6)]), spec)
+    assert str(info.value) == "steering[0].value: value 5e+06 exceeds the limit of ±1e+06"
+    with pytest.raises(InvalidRequest) as info:
+        validate_generate(_gen(steering=[_steer(), _steer(value=2.0)]), spec)
+    assert str(info.value).startswith("steering[1]: clamps feature 3 of 'fx-mlp' at positions "
+                                      "steering[0] already clamps")
+    with pytest.raises(InvalidRequest) as info:
+        validate_trace(pb.TraceRequest(text="x" * 20_001), spec)
+    assert str(info.value) == "text: 20001 characters exceeds the limit of 20000"
