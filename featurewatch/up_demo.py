@@ -30,20 +30,22 @@ FAMILIES: dict[str, tuple[str, ...]] = {
         "class Config:\n    def __init__(self, name):\n        self.name = name\n",
         "    try:\n        value = int(text)\n    except ValueError:\n",
     ),
+    # Line breaks in the other families too, so that a mere newline feature does not count
+    # as specific to code.
     "English prose": (
         "The library provides a simple way to read and write files on disk.",
-        "This module defines functions for working with dates and times.",
-        "When the user presses the button, the window is closed and saved.",
+        "This module defines functions\nfor working with dates and times.\n",
+        "When the user presses the button,\n    the window is closed and saved.",
     ),
     "licence text": (
-        "Permission is hereby granted, free of charge, to any person obtaining a copy",
+        "Permission is hereby granted, free of charge,\nto any person obtaining a copy",
         "THE SOFTWARE IS PROVIDED AS IS, WITHOUT WARRANTY OF ANY KIND, EXPRESS OR",
-        "Redistribution and use in source and binary forms, with or without modification",
+        "Redistribution and use in source and binary forms,\n\nwith or without modification",
     ),
     "other languages": (
-        "Der schnelle braune Fuchs springt über den faulen Hund.",
+        "Der schnelle braune Fuchs springt\nüber den faulen Hund.",
         "Le vif renard brun saute par-dessus le chien paresseux.",
-        "El veloz murciélago hindú comía feliz cardillo y kiwi.",
+        "El veloz murciélago hindú\n    comía feliz cardillo y kiwi.",
     ),
 }
 DEMO_FAMILY = "Python code"
