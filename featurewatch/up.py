@@ -361,7 +361,9 @@ def up(artifacts, preset, run_dir, dictionary, demo_family, webhook_urls, alert_
     # Explicit: a shell starting `up` in the background would have SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    opts = UpOptions(artifacts, preset, run_dir, dictionary, demo_family,
+    # Absolute: Prometheus resolves rule_files against its config file's folder, not our cwd.
+    opts = UpOptions(artifacts.resolve(), preset, run_dir and run_dir.resolve(), dictionary,
+                     demo_family,
                      {k.removesuffix("_port"): v for k, v in ports.items()}, webhook_urls,
                      alert_for, scrape_interval, window_s, max_new_tokens, no_prometheus,
                      exit_after_demo, timeout)

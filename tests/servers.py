@@ -106,3 +106,13 @@ class RedisContainer:
 
     def stop(self) -> None:
         self.container.stop()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll `predicate` every 0.25 s until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} (after {timeout} s)")
+        time.sleep(0.25)
+    return result

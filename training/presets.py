@@ -29,7 +29,7 @@ TINY: dict[str, Any] = {
 DEFAULT: dict[str, Any] = {
     "corpus": {"max_bytes": 32_000_000},
     "tokenizer": {"vocab_size": 4096, "context_size": 128},
-    "lm": {"steps": 1800, "batch_size": 32, "lr": 3e-3, "warmup_steps": 100, "eval_every": 300,
+    "lm": {"steps": 1000, "batch_size": 32, "lr": 3e-3, "warmup_steps": 100, "eval_every": 250,
            "compile": True},
     "activations": {"n_tokens": 1_500_000, "buffer_rows": 1_500_000, "shard_rows": 500_000},
     "sae": [("a1-4096", "default", {}), ("a0-512", "default", {"d_sae": 512})],

@@ -142,7 +142,7 @@ def resolve(cfg: SaeConfig) -> SaeConfig:
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "tiny": {"recipe": "relu-l1-2024", "d_sae": 1024, "steps": 400, "batch_size": 1024,
              "lr": 1e-3, "l1_coefficient": 5.0},
-    "default": {"recipe": "relu-l1-2024", "d_sae": 4096, "steps": 1500, "batch_size": 2048,
+    "default": {"recipe": "relu-l1-2024", "d_sae": 4096, "steps": 1200, "batch_size": 2048,
                 "lr": 1e-3, "l1_coefficient": 5.0},
     "paper": {"recipe": "relu-l1-2023", "d_sae": 4096, "steps": 100_000, "batch_size": 8192,
               "lr": 1e-4, "l1_coefficient": 0.004},

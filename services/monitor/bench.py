@@ -4,12 +4,17 @@ Both figures come from one run on one private redis-server: `redis-benchmark` me
 pipelined HINCRBY (the cheapest write an aggregate needs per feature), then the real ingest
 path (StreamWorker → apply.lua, exactly-once bookkeeping included) consumes pre-published
 trace events. The ratio of feature increments/s to HINCRBY/s is the figure of merit.
+
+With `--alert-latency ARTIFACTS` it also times prompt → alert: `featurewatch up
+--exit-after-demo` (a subprocess, so this module stays free of torch) runs the whole stack on
+free ports and records when Alertmanager delivered the flagged feature's alert.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +35,7 @@ from featurewatch.services.monitor.aggregates import BucketLayout
 from featurewatch.services.monitor.applier import Applier
 from featurewatch.services.monitor.dictionaries import DictionaryInfo, DictionaryRegistry
 from featurewatch.services.monitor.ingest import StreamWorker
-from featurewatch.stack import find_binary, free_port, redis_process
+from featurewatch.stack import featurewatch_argv, find_binary, free_port, redis_process
 from featurewatch.v1 import trace_pb2
 
 DICTIONARY_ID = "bench"
@@ -155,6 +160,35 @@ def run_bench(events: int, features: int, d_sae: int, tokens: int, batch_size: i
     return BenchResult(hincrby, increments / seconds, done / seconds, done, increments, busy)
 
 
+UP_PORT_FLAGS = ("--redis-port", "--grpc-port", "--inference-metrics-port", "--monitor-port",
+                 "--monitor-metrics-port", "--prometheus-port", "--alertmanager-port")
+
+
+def alert_latency(artifacts: Path, alert_for: str, timeout_s: float) -> dict:
+    """Seconds from the first and the last demo prompt to the delivered alert (via `up`)."""
+    # `up` trains whatever is missing; a benchmark must not start a training run by surprise.
+    if not (artifacts / "model").is_dir() or not any((artifacts / "dictionaries").glob("*/cfg.json")):
+        raise ConfigError(f"--alert-latency {artifacts}: no trained model/ and dictionaries/ "
+                          "there; run `featurewatch train all` first")
+    with tempfile.TemporaryDirectory(prefix="fw-bench-alert-") as tmp:
+        run_dir = Path(tmp) / "run"
+        ports = [arg for flag in UP_PORT_FLAGS for arg in (flag, "0")]
+        argv = featurewatch_argv("up", "--artifacts", str(artifacts), "--run-dir", str(run_dir),
+                                 "--alert-for", alert_for, "--exit-after-demo",
+                                 "--timeout", str(timeout_s), *ports)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 600)
+        state_file = run_dir / "up.json"
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    alert = state.get("alert")
+    if done.returncode != 0 or not alert:
+        tail = (done.stderr or done.stdout)[-800:]
+        raise ConfigError(f"--alert-latency {artifacts}: `featurewatch up` delivered no alert "
+                          f"(exit {done.returncode}): {tail}")
+    return {"for": alert_for, "via": alert["via"],
+            "from_first_prompt_s": alert["latency_from_first_prompt_s"],
+            "from_last_prompt_s": alert["latency_from_last_prompt_s"]}
+
+
 @click.command("monitor")
 @click.option("--events", default=4000, show_default=True, help="Trace events to ingest.")
 @click.option("--features", default=256, show_default=True,
@@ -166,12 +200,24 @@ def run_bench(events: int, features: int, d_sae: int, tokens: int, batch_size: i
               help="HINCRBY requests redis-benchmark sends.")
 @click.option("--pipeline", default=64, show_default=True,
               help="redis-benchmark -P with 16 clients (one client at -P 1000 is also run).")
-def bench_monitor(events, features, d_sae, tokens, batch_size, requests, pipeline) -> None:
-    """Ingested feature increments/s vs redis-benchmark's pipelined HINCRBY/s (goal >= 50%)."""
+@click.option("--alert-latency", "alert_artifacts",
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also time prompt → delivered alert with `featurewatch up` on these "
+                   "trained artifacts (needs prometheus and alertmanager).")
+@click.option("--alert-for", default="0s", show_default=True,
+              help="`for:` of the flagged-feature rule in the latency run.")
+def bench_monitor(events, features, d_sae, tokens, batch_size, requests, pipeline,
+                  alert_artifacts, alert_for) -> None:
+    """Ingested feature increments/s vs redis-benchmark's pipelined HINCRBY/s (goal >= 50%),
+    and optionally the latency from a prompt to its alert."""
     if not 0 < features <= d_sae:
         raise click.BadParameter(f"must be in 1..d_sae={d_sae}", param_hint="--features")
     console = Console()
     r = run_bench(events, features, d_sae, tokens, batch_size, requests, pipeline, console)
+    latency = None
+    if alert_artifacts is not None:
+        with console.status("timing prompt → alert with `featurewatch up`"):
+            latency = alert_latency(alert_artifacts, alert_for, timeout_s=180.0)
     table = Table(title="featurewatch bench monitor (one redis-server, one run)")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -180,4 +226,8 @@ def bench_monitor(events, features, d_sae, tokens, batch_size, requests, pipelin
     table.add_row("ingest events", f"{r.events_per_s:,.0f} /s ({r.events} events)")
     table.add_row("Redis busy in apply.lua", f"{r.redis_busy_fraction:.0%} of ingest time")
     table.add_row("ratio (goal >= 50%)", f"{r.ratio:.0%}")
+    if latency is not None:
+        table.add_row(f"alert latency from first prompt (for: {alert_for})",
+                      f"{latency['from_first_prompt_s']:.1f} s")
+        table.add_row("alert latency from last prompt", f"{latency['from_last_prompt_s']:.1f} s")
     console.print(table)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_build import load_build
+from servers import wait_until
 
 from featurewatch.stack import featurewatch_argv, find_binary, port_is_free
 from featurewatch.up_demo import Profile, choose_control, choose_target
@@ -60,15 +61,6 @@ class Webhook:
 
     def alerts(self) -> list[dict]:
         return [a for p in list(self.payloads) for a in p["alerts"]]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.25)
-    return result
 
 
 def read_state(run_dir: Path) -> dict:
@@ -130,12 +122,14 @@ def up(tiny_training, tmp_path_factory) -> Iterator[Up]:
     run_dir = tmp_path_factory.mktemp("up") / "run"
     log = run_dir.parent / "up.log"
     webhook = Webhook()
+    # Relative paths, as `make up` passes them: every config `up` writes must still work.
+    cwd = tiny_training.artifacts.parent
     argv = featurewatch_argv(
-        "up", "--artifacts", str(tiny_training.artifacts), "--preset", "tiny",
-        "--run-dir", str(run_dir), *ANY_PORT, "--webhook-url", webhook.url,
+        "up", "--artifacts", tiny_training.artifacts.name, "--preset", "tiny",
+        "--run-dir", os.path.relpath(run_dir, cwd), *ANY_PORT, "--webhook-url", webhook.url,
         "--alert-for", "2s", "--scrape-interval", "1s", "--window", "300", "--timeout", "180")
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                                 env={**os.environ, "COLUMNS": "200"})
     try:
         wait_until(lambda: proc.poll() is not None

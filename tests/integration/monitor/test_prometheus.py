@@ -15,7 +15,7 @@ import pytest
 import yaml
 from dashboard_build import load_build
 from prometheus_client import CollectorRegistry
-from servers import free_port, require_binary
+from servers import free_port, require_binary, wait_until
 from trace_events import publish, trace_event, write_bundle
 
 from featurewatch.services.monitor.alerts import AlertOptions, render_rules
@@ -35,15 +35,6 @@ def api(port: int, path: str, **params) -> dict:
             return json.load(response)
     except urllib.error.HTTPError as exc:  # 400 for a bad query: return its error body
         return json.load(exc)
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.25)
-    return result
 
 
 @pytest.fixture
