@@ -103,6 +103,13 @@ def save_planted_bundle(model_dir: Path, bundle_dir: Path, dictionary_id: str = 
                        metrics={"l0": 1.0, "loss_recovered": 1.0})
 
 
+def save_planted_run(root: Path) -> tuple[Path, Path]:
+    """A run layout under root: the planted model in model/, its bundle in
+    dictionaries/planted-20/; returns (model dir, bundle dir)."""
+    model = save_planted_model(root / "model")
+    return model, save_planted_bundle(model, root / "dictionaries" / "planted-20")
+
+
 def planted_tokens(n_contexts: int = 48, context_size: int = 16, seed: int = 0) -> np.ndarray:
     """Random token contexts [n, T] int32 over the 16-token vocabulary."""
     rng = np.random.default_rng(seed)

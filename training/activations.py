@@ -75,7 +75,8 @@ def _forward_to_hook(model, hook_point: str, batch: torch.Tensor, autocast: bool
         got.append(acts.detach())
         raise _StopForward
 
-    with attach(model, hook_point, keep), torch.no_grad(), contextlib.suppress(_StopForward):
+    with (attach(model, hook_point, keep), torch.no_grad(), contextlib.suppress(_StopForward),
+          torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast)):
         model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
     if not got:
         raise ModelError(f"hook_point {hook_point!r} was not reached by the forward pass")

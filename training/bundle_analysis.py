@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ import torch
 from featurewatch.errors import ConfigError
 from featurewatch.training import analyze as an
 from featurewatch.training import feature_stats as fs
-from featurewatch.training.bundle import FEATURES_FILE, load_bundle, model_binding
+from featurewatch.training.bundle import (
+    FEATURES_FILE,
+    ModelBinding,
+    load_bundle,
+    model_binding,
+)
 from featurewatch.training.feature_table import write_table
 
 
@@ -53,7 +59,8 @@ class BundleResult:
         return {"dictionary_id": self.dictionary_id, "d_sae": self.d_sae,
                 "live_features": int((self.features.table["density"] > 0).sum()),
                 "n_features_scored": len(f), "n_neurons_scored": len(n),
-                "median_feature_score": _median(f), "median_neuron_score": _median(n),
+                "median_feature_score": finite_median(f),
+                "median_neuron_score": finite_median(n),
                 "seconds": round(self.seconds, 2)}
 
 
@@ -73,12 +80,13 @@ class BundleWork:
 
     @classmethod
     def open(cls, model_dir: str | Path, tokens: np.ndarray | str | Path,
-             cfg: an.AnalyzeConfig, *, progress: bool = True, select: bool = True
-             ) -> BundleWork:
-        """Load the model; with `select`, draw cfg.n_tokens worth of contexts from `tokens`."""
+             cfg: an.AnalyzeConfig, *, progress: bool = True, select: bool = True,
+             loaded: tuple[Any, Any] | None = None) -> BundleWork:
+        """Load the model (unless `loaded` already holds it and its tokenizer); with `select`,
+        draw cfg.n_tokens worth of contexts from `tokens`."""
         from featurewatch.training.lm import load_model
 
-        model, tokenizer = load_model(model_dir)
+        model, tokenizer = loaded or load_model(model_dir)
         tokens = load_tokens_file(tokens)
         chosen = an.analysis_tokens(tokens, cfg.n_tokens, cfg.seed) if select else \
             np.ascontiguousarray(tokens, dtype=np.int64)
@@ -88,12 +96,14 @@ class BundleWork:
                               f"has {vocab} embeddings: tokens and model do not match")
         return cls(model, tokenizer, Path(model_dir), chosen, cfg, progress)
 
-    @property
+    @cached_property
     def vocab(self) -> list[str]:
-        if not hasattr(self, "_vocab"):
-            n = self.model.get_output_embeddings().weight.shape[0]
-            self._vocab = an.vocab_strings(self.tokenizer, n)
-        return self._vocab
+        return an.vocab_strings(self.tokenizer, self.model.get_output_embeddings().weight.shape[0])
+
+    @cached_property
+    def binding(self) -> ModelBinding:
+        """The model's binding, hashed once however many bundles are checked against it."""
+        return model_binding(self.model_dir)
 
     def activations(self, hook_point: str) -> torch.Tensor:
         if hook_point not in self._acts:
@@ -125,9 +135,14 @@ class BundleWork:
                                 n_scored=n_scored, scorers=an.make_scorers(self.cfg),
                                 norm_scale=self.norm_scale(), progress=self.progress)
 
+    def neuron_codes(self, hook_point: str, desc: str = "neurons") -> fs.SparseCodes:
+        """The neurons' codes, reusing those of an earlier neuron analysis."""
+        done = self._neurons.get(hook_point)
+        return done.codes if done is not None else self.codes(hook_point, None, desc)
+
     def neurons(self, hook_point: str) -> an.Analysed:
         if hook_point not in self._neurons:
-            codes = self.codes(hook_point, None, "neurons")
+            codes = self.neuron_codes(hook_point)
             self._neurons[hook_point] = self._analyze(
                 codes, torch.eye(codes.d), hook_point, self.cfg.n_scored_neurons)
         return self._neurons[hook_point]
@@ -135,7 +150,7 @@ class BundleWork:
     def analyze(self, bundle_dir: str | Path) -> BundleResult:
         """Analyse one bundle and write its features.parquet and neurons.parquet."""
         start = time.perf_counter()
-        bundle = load_bundle(bundle_dir, expect=model_binding(self.model_dir))
+        bundle = load_bundle(bundle_dir, expect=self.binding)
         d = bundle.dictionary
         codes = self.dictionary_codes(bundle)
         features = self._analyze(codes, d.W_dec.detach(), bundle.hook_point,
@@ -147,6 +162,7 @@ class BundleWork:
                             time.perf_counter() - start)
 
 
-def _median(values: list[float]) -> float | None:
+def finite_median(values: list[float]) -> float | None:
+    """The median of the non-NaN values; None when there are none."""
     clean = [v for v in values if not math.isnan(v)]
     return float(np.median(clean)) if clean else None

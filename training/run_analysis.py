@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from featurewatch.errors import BundleError
 from featurewatch.training import analyze as an
 from featurewatch.training.bundle import CFG_FILE, FEATURES_FILE, load_bundle
-from featurewatch.training.bundle_analysis import BundleWork
+from featurewatch.training.bundle_analysis import BundleWork, finite_median
+from featurewatch.training.feature_stats import SparseCodes
 from featurewatch.training.feature_table import read_table
 from featurewatch.training.splitting import Level, split_report
 
@@ -35,6 +35,8 @@ class RunInputs:
     train_cfg: Any
     own_model: bool
     """The job trained this model itself, so a second seed of it can be trained."""
+    loaded: tuple[Any, Any] | None = None
+    """(model, tokenizer) when locating already loaded them, so analysis need not again."""
 
     @classmethod
     def locate(cls, root: Path, train_cfg: Any = None) -> RunInputs:
@@ -52,7 +54,7 @@ class RunInputs:
         model, tokenizer = load_model(directory)
         tokens = steps.tokens_for_model(art, directory, tokenizer, "val",
                                         steps.context_size_for(model, train_cfg))
-        return cls(root, directory, tokens, train_cfg, False)
+        return cls(root, directory, tokens, train_cfg, False, (model, tokenizer))
 
 
 def discover_bundles(artifacts: Path) -> list[Path]:
@@ -66,11 +68,6 @@ def discover_bundles(artifacts: Path) -> list[Path]:
     return sorted(found, key=lambda p: (json.loads((p / CFG_FILE).read_text())["d_sae"], p.name))
 
 
-def _median(values: list[float]) -> float | None:
-    clean = [v for v in values if not math.isnan(v)]
-    return float(np.median(clean)) if clean else None
-
-
 def _scores(table: pl.DataFrame) -> list[float]:
     return [round(float(v), 4) for v in table["interp_score"].drop_nulls().drop_nans()]
 
@@ -78,7 +75,7 @@ def _scores(table: pl.DataFrame) -> list[float]:
 def interpretability_section(features: pl.DataFrame, neurons: pl.DataFrame) -> dict[str, Any]:
     """Median simulation scores of the scored features and neurons."""
     f, n = _scores(features), _scores(neurons)
-    return {"median_feature_score": _median(f), "median_neuron_score": _median(n),
+    return {"median_feature_score": finite_median(f), "median_neuron_score": finite_median(n),
             "n_features_scored": len(f), "n_neurons_scored": len(n),
             "feature_scores": f, "neuron_scores": n}
 
@@ -96,11 +93,13 @@ def primary_index(sizes: list[int], d_in: int) -> int:
     return min(range(len(sizes)), key=lambda i: (abs(math.log(sizes[i] / (8 * d_in))), -i))
 
 
-def read_or_analyze(work: BundleWork, path: Path) -> pl.DataFrame:
-    """The bundle's features.parquet, computing it (and neurons.parquet) first if missing."""
+def read_or_analyze(work: BundleWork, path: Path) -> tuple[pl.DataFrame, SparseCodes | None]:
+    """The bundle's features table, computing it (and neurons.parquet) first if missing; with
+    the dictionary's codes when that computed them, so they need not be encoded again."""
     if not (path / FEATURES_FILE).is_file() or not (path / an.NEURONS_FILE).is_file():
-        work.analyze(path)
-    return read_table(path / FEATURES_FILE)
+        features = work.analyze(path).features
+        return features.table, features.codes
+    return read_table(path / FEATURES_FILE), None
 
 
 def _write_browsers(paths: list[Path], analysis: dict[str, Any]) -> None:
@@ -122,10 +121,10 @@ def run_sections(inputs: RunInputs, work: BundleWork, bundles: list[Path], *,
     hook = loaded[primary].hook_point
     levels, tables = [], []
     for path, bundle in zip(bundles, loaded, strict=True):
-        table = read_or_analyze(work, path)
+        table, codes = read_or_analyze(work, path)
         tables.append(table)
         if bundle.hook_point == hook:
-            codes = work.dictionary_codes(bundle)
+            codes = codes if codes is not None else work.dictionary_codes(bundle)
             levels.append(Level(bundle.dictionary_id, codes, table["label"].to_list(),
                                 table["density"].to_numpy()))
     neurons = read_table(bundles[primary] / an.NEURONS_FILE)
@@ -167,5 +166,6 @@ def run_analysis(artifacts_dir: str | Path, cfg: an.AnalyzeConfig, *, train_cfg:
     inputs = RunInputs.locate(Path(artifacts_dir), train_cfg)
     bundles = discover_bundles(inputs.root)
     with torch_threads(cfg.threads):
-        work = BundleWork.open(inputs.model_dir, inputs.val_tokens, cfg, progress=progress)
+        work = BundleWork.open(inputs.model_dir, inputs.val_tokens, cfg, progress=progress,
+                               loaded=inputs.loaded)
         return run_sections(inputs, work, bundles, progress=progress)

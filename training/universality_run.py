@@ -121,9 +121,9 @@ def universality_section(inputs, work: BundleWork, primary: Bundle, features_a: 
                            "second seed of it can be trained"}
     model_dir, bundle_dir = prepare_model_b(inputs, primary, progress=progress)
     work_b = BundleWork.open(model_dir, work.tokens, cfg, progress=progress, select=False)
-    bundle_b = load_bundle(bundle_dir, expect=model_binding(model_dir))
+    bundle_b = load_bundle(bundle_dir, expect=work_b.binding)
     hook = primary.hook_point
-    neurons_a = work.codes(hook, None, "neurons A")
+    neurons_a = work.neuron_codes(hook, "neurons A")
     result = compare(features_a, work_b.dictionary_codes(bundle_b),
                      neurons_a, work_b.codes(hook, None, "neurons B"))
     section = result.to_json(features_a.counts(), neurons_a.counts(), cfg.min_fires)

@@ -22,6 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from featurewatch.services.inference.domain import (
+    FeatureFilter,
     GenerationRequest,
     GenerationSummary,
     SparseTrace,
@@ -195,7 +196,8 @@ class Engine:
         ids = row.request.prompt_ids
         plan = self._plan([row], torch.arange(len(ids)).unsqueeze(0))
         keep = {} if row.request.include_prompt or not self._has_keep else {"logits_to_keep": 1}
-        out = self.router.run(plan, self.runtime.model, input_ids=torch.tensor([ids]),
+        input_ids = torch.tensor([ids])
+        out = self.router.run(plan, self.runtime.model, input_ids=input_ids,
                               use_cache=True, **{self._cache_arg: DynamicCache()}, **keep)
         self.steps += 1
         row.handle.steps += 1
@@ -205,7 +207,9 @@ class Engine:
             self._count(row, {d: [fired(e) for e in nonzero_rows(features[d])]
                               for d in row.tallies})
         if row.request.include_prompt:
-            self._emit_prompt(row, out.logits[0], features)
+            for token in self._prompt_tokens(input_ids[0], out.logits[0], features,
+                                             row.request.filter):
+                self._outbox.put(row.handle, token)
         self._after_logits(row, out.logits[0, -1])
         if not row.done:
             self._batch.add(output_cache(out), len(ids))
@@ -292,15 +296,15 @@ class Engine:
         elif row.generated >= row.request.max_new_tokens:
             self._finish(row, "length")
 
-    def _emit_prompt(self, row: _Row, logits: torch.Tensor, features: dict) -> None:
-        ids = torch.tensor(row.request.prompt_ids)
+    def _prompt_tokens(self, ids: torch.Tensor, logits: torch.Tensor,
+                       features: dict[str, torch.Tensor], filt: FeatureFilter) -> list[TokenOut]:
+        """Tokens ids [T] of one sequence with their logprobs (logits [T, vocab]) and traces."""
         logprobs = [0.0, *torch.log_softmax(logits[:-1].float(), dim=-1)
                     .gather(1, ids[1:, None]).flatten().tolist()]
-        traces = _position_traces(features, row.request.filter)
+        traces = _position_traces(features, filt)
         detok = Detokenizer(self.runtime.tokenizer)
-        for pos, token in enumerate(row.request.prompt_ids):
-            self._outbox.put(row.handle, TokenOut(token, detok.push(token), logprobs[pos], pos,
-                                                  True, traces[pos]))
+        return [TokenOut(token, detok.push(token), logprobs[pos], pos, True, traces[pos])
+                for pos, token in enumerate(ids.tolist())]
 
     def _count(self, row: _Row, fires: dict[str, list]) -> None:
         """Add fired features (per dictionary, one entry per token) to the row's tallies."""
@@ -348,15 +352,12 @@ class Engine:
         plan = PassPlan(positions=torch.arange(ids.shape[1]).unsqueeze(0))
         out = self.router.run(plan, self.runtime.model, input_ids=ids, use_cache=False)
         self.steps += 1
-        logprobs = [0.0, *torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
-                    .gather(1, ids[0, 1:, None]).flatten().tolist()]
-        traces = _position_traces({d: f[0] for d, f in plan.features.items()}, request.filter)
-        detok = Detokenizer(self.runtime.tokenizer)
-        return [TokenOut(token, detok.push(token), logprobs[pos], pos, True, traces[pos])
-                for pos, token in enumerate(request.token_ids)]
+        return self._prompt_tokens(ids[0], out.logits[0],
+                                   {d: f[0] for d, f in plan.features.items()}, request.filter)
 
 
-def _position_traces(features: dict[str, torch.Tensor], filt) -> list[dict[str, SparseTrace]]:
+def _position_traces(features: dict[str, torch.Tensor], filt: FeatureFilter
+                     ) -> list[dict[str, SparseTrace]]:
     """Per position of one sequence (features [T, d_sae] per dictionary): reported traces."""
     per_dict = {d: [select(e, filt) for e in nonzero_rows(features[d])]
                 for d in filt.dictionaries}

@@ -19,7 +19,7 @@ from featurewatch.v1 import trace_pb2
 
 def nonzero_rows(f: torch.Tensor) -> list[SparseTrace]:
     """Per row of f [N, d_sae]: (ids, activations) of its non-zero features, by id."""
-    values = f.detach().float().numpy()
+    values = f.detach().float().cpu().numpy()
     if values.shape[0] == 1:  # a decode step of one stream: skip the row bookkeeping
         ids = np.flatnonzero(values[0])
         return [(ids, values[0, ids])]

@@ -156,7 +156,9 @@ class FlagStore:
 
     def upsert(self, flag: Flag) -> tuple[Flag, bool]:
         """Validate and store; returns (stored flag, created)."""
-        flag = self.validate(flag)
+        return self._store(self.validate(flag))
+
+    def _store(self, flag: Flag) -> tuple[Flag, bool]:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(flags_key(flag.dictionary_id), str(flag.feature), flag.to_json())
         pipe.hset(flag_min_key(flag.dictionary_id), str(flag.feature), repr(flag.min_activation))
@@ -186,6 +188,6 @@ class FlagStore:
         flags = read_flags_file(path)
         checked = [self.validate(flag, f"flags file {path}, flags[{i}]: ")
                    for i, flag in enumerate(flags)]
-        for flag in checked:
-            self.upsert(flag)
+        for flag in checked:  # already validated: store without checking again
+            self._store(flag)
         return checked

@@ -17,9 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +28,7 @@ from servers import wait_until
 
 from featurewatch.stack import featurewatch_argv, find_binary, port_is_free
 from featurewatch.up_demo import Profile, choose_control, choose_target
+from featurewatch.up_observe import prometheus_api
 
 # The first test to use the session fixture pays for the tiny training (slow on a busy host).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -69,12 +67,7 @@ def read_state(run_dir: Path) -> dict:
 
 
 def prometheus(state: dict, path: str, **params) -> dict:
-    url = f"{state['prometheus']}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:  # a bad query: its error body
-        return json.load(exc)
+    return prometheus_api(state["prometheus"], path, **params)
 
 
 def processes_mentioning(text: str) -> list[str]:

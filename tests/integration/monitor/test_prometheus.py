@@ -6,10 +6,7 @@ alert fires from ingested events; every dashboard query parses, and the monitor'
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 import yaml
@@ -23,18 +20,14 @@ from featurewatch.services.monitor.config import MonitorConfig
 from featurewatch.services.monitor.flags import Flag
 from featurewatch.services.monitor.server import MonitorServer
 from featurewatch.stack import prometheus_process
+from featurewatch.up_observe import prometheus_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FLAG = Flag("d1", 7, "DNA sequences", "critical", 1.0, "https://runbooks.example/dna")
 
 
 def api(port: int, path: str, **params) -> dict:
-    url = f"http://127.0.0.1:{port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:  # 400 for a bad query: return its error body
-        return json.load(exc)
+    return prometheus_api(f"http://127.0.0.1:{port}", path, **params)
 
 
 @pytest.fixture

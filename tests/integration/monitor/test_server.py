@@ -200,6 +200,17 @@ def test_two_replicas_share_one_stream(redis_server, tmp_path):
     replicas = [start(redis_server, tmp_path, consumer_name=name, batch_size=5)
                 for name in ("r1", "r2")]
     try:
+        # Both must be reading before the first event, else one (started late on a busy host)
+        # can find the stream already drained: Redis hands entries to blocked readers in turn.
+        def consumers() -> set[str]:
+            try:
+                entries = replicas[0].client.xinfo_consumers("featurewatch:{d1}:traces",
+                                                             "featurewatch-monitor")
+            except Exception:  # noqa: BLE001 - the group does not exist yet
+                return set()
+            return {c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                    for c in entries}
+        wait_until(lambda: {"r1", "r2"} <= consumers())
         events = random_events(400, prefix="shared", seed=5)
         for i in range(0, 400, 20):
             publish(replicas[0].client, events[i:i + 20])

@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from planted_model import (
-    ACT,
-    PLANTED,
-    planted_tokens,
-    save_planted_bundle,
-    save_planted_model,
-)
+from planted_model import ACT, PLANTED, planted_tokens, save_planted_run
 
 from featurewatch.cli import cli
 from featurewatch.training.analyze import AnalyzeConfig, analyze_bundle
@@ -24,8 +18,7 @@ from featurewatch.training.analyze import AnalyzeConfig, analyze_bundle
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("artifacts")
-    model = save_planted_model(root / "model")
-    bundle = save_planted_bundle(model, root / "dictionaries" / "planted-20")
+    model, bundle = save_planted_run(root)
     cfg = AnalyzeConfig(n_tokens=768, top_k=4, window=2, n_scored_features=4,
                         n_scored_neurons=4, universality=False, bf16=False, threads=1)
     analyze_bundle(model, bundle, planted_tokens(), cfg, progress=False)
