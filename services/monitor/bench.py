@@ -164,14 +164,18 @@ UP_PORT_FLAGS = ("--redis-port", "--grpc-port", "--inference-metrics-port", "--m
                  "--monitor-metrics-port", "--prometheus-port", "--alertmanager-port")
 
 
-def alert_latency(artifacts: Path, alert_for: str, timeout_s: float) -> dict:
-    """Seconds from the first and the last demo prompt to the delivered alert (via `up`)."""
+def require_trained(artifacts: Path) -> None:
+    """`up` trains whatever is missing; a benchmark must not start a training run by surprise."""
     from featurewatch.up_stack import find_artifacts  # the test `up` itself uses
 
-    # `up` trains whatever is missing; a benchmark must not start a training run by surprise.
     if find_artifacts(artifacts) is None:
         raise ConfigError(f"--alert-latency {artifacts}: no trained model/ and dictionaries/ "
                           "there; run `featurewatch train all` first")
+
+
+def alert_latency(artifacts: Path, alert_for: str, timeout_s: float) -> dict:
+    """Seconds from the first and the last demo prompt to the delivered alert (via `up`)."""
+    require_trained(artifacts)
     with tempfile.TemporaryDirectory(prefix="fw-bench-alert-") as tmp:
         run_dir = Path(tmp) / "run"
         ports = [arg for flag in UP_PORT_FLAGS for arg in (flag, "0")]
@@ -214,6 +218,8 @@ def bench_monitor(events, features, d_sae, tokens, batch_size, requests, pipelin
     and optionally the latency from a prompt to its alert."""
     if not 0 < features <= d_sae:
         raise click.BadParameter(f"must be in 1..d_sae={d_sae}", param_hint="--features")
+    if alert_artifacts is not None:  # before minutes of ingest work, not after
+        require_trained(alert_artifacts)
     console = Console()
     r = run_bench(events, features, d_sae, tokens, batch_size, requests, pipeline, console)
     latency = None
