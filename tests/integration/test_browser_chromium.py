@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from feature_tables import example, synthetic_analysis, write_synthetic_bundle
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -73,12 +74,22 @@ def site(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def wait_for(driver, condition, timeout: float = 15.0):
-    return WebDriverWait(driver, timeout).until(lambda d: condition(d) or None)
+    # The virtual list re-renders on scroll, search and navigation, so an element found a moment
+    # ago may already be gone; that is "not yet", not a failure.
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)
+                         ).until(lambda d: condition(d) or None)
+
+
+def click(driver, selector: str) -> None:
+    """Click an element, finding it again if a re-render replaced it between find and click."""
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
 
 
 def rows(driver) -> list[int]:
-    return [int(r.get_attribute("data-feature"))
-            for r in driver.find_elements(By.CSS_SELECTOR, "#list-spacer .row")]
+    """The rendered rows' ids, read in one script so a re-render cannot interleave."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#list-spacer .row')]"
+        ".map(r => Number(r.dataset.feature));")
 
 
 def token_table(driver) -> list[dict]:
@@ -109,7 +120,7 @@ def test_search_open_and_inspect_a_feature(chromium, site, tmp_path: Path) -> No
     search.send_keys(f"#{PLANTED}")
     wait_for(chromium, lambda d: rows(d) == [PLANTED])
 
-    chromium.find_element(By.CSS_SELECTOR, f'.row[data-feature="{PLANTED}"]').click()
+    click(chromium, f'.row[data-feature="{PLANTED}"]')
     wait_for(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, ".detail .tok"))
     assert chromium.current_url.endswith(f"#feature/{PLANTED}")
     assert chromium.find_element(By.ID, "feature-label").text == planted["label"]
@@ -177,14 +188,14 @@ def test_sort_and_neuron_toggle(chromium, site) -> None:
     wait_for(chromium, lambda d: d.find_element(By.ID, "list-count").text == "64 neurons")
     chromium.find_element(By.ID, "search").send_keys("commas")
     wait_for(chromium, lambda d: rows(d) == [7])
-    chromium.find_element(By.CSS_SELECTOR, '.row[data-feature="7"]').click()
+    click(chromium, '.row[data-feature="7"]')
     wait_for(chromium, lambda d: d.find_elements(By.CSS_SELECTOR, '.detail[data-kind="neurons"]'))
     assert chromium.find_element(By.CSS_SELECTOR, ".detail h1").text == "Neuron 7"
     neurons = pl.read_parquet(bundle / "neurons.parquet")
     counts = neurons.filter(pl.col("feature") == 7)["act_hist_counts"][0].to_list()
     bars = chromium.find_elements(By.CSS_SELECTOR, "#activation-histogram rect.bar")
     assert [int(b.get_attribute("data-count")) for b in bars] == counts
-    chromium.find_element(By.CSS_SELECTOR, ".back").click()  # back keeps the neuron search
+    click(chromium, ".back")  # back keeps the neuron search
     wait_for(chromium, lambda d: rows(d) == [7])
     assert not [e for e in chromium.get_log("browser") if e["level"] == "SEVERE"]
 
