@@ -14,10 +14,15 @@ def test_encoder_matches_dictionary_encode_dense_and_sparse(runtime):
     dictionary = runtime.dictionaries[MLP_ID].dictionary
     dense = torch.randn(5, 3, dictionary.d_in)
     sparse = torch.relu(dense) * (torch.rand_like(dense) < 0.2)
+    one_row = sparse[:1, :1]  # a decode step: 20% non-zero, under the sparse path's 35%
     small, forced = Encoder(dictionary), Encoder(dictionary, sparse_min_weights=0)
     assert not small.may_sparse and forced.may_sparse  # the fixture's W_enc is small
+    flat = [x.reshape(-1, dictionary.d_in) for x in (dense, sparse, one_row, dense[:1, :1])]
+    assert [forced.sparse_columns(x) is not None for x in flat] == [False, False, True, False]
+    assert torch.equal(forced.sparse_columns(flat[2]), torch.nonzero(flat[2][0]).squeeze(1))
+    assert small.sparse_columns(flat[2]) is None
     with torch.inference_mode():
-        for x in (dense, sparse):  # sparse input takes the sparse path in `forced`
+        for x in (dense, sparse, one_row):
             for encoder in (small, forced):
                 assert torch.allclose(encoder(x), dictionary.encode(x), atol=1e-5)
 
