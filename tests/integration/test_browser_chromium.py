@@ -115,7 +115,9 @@ def test_search_open_and_inspect_a_feature(chromium, site, tmp_path: Path) -> No
     search.send_keys("base64 payload")
     wait_for(chromium, lambda d: rows(d) == [PLANTED])
     assert chromium.find_element(By.ID, "list-count").text == "1 of 600"
-    assert chromium.find_element(By.CSS_SELECTOR, ".row mark").text == "base64"
+    # read through wait_for: a scroll-triggered re-render may replace the row meanwhile
+    assert wait_for(chromium, lambda d: d.find_element(By.CSS_SELECTOR, ".row mark").text
+                    ) == "base64"
     search.clear()
     search.send_keys(f"#{PLANTED}")
     wait_for(chromium, lambda d: rows(d) == [PLANTED])
