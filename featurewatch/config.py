@@ -19,6 +19,17 @@ from featurewatch.errors import ConfigError
 T = TypeVar("T")
 
 
+def check_fields(cfg: Any, table: str, *, positive: tuple[str, ...] = (),
+                 non_negative: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming `table.field` and its value for the first field out of bounds."""
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{table}.{name}={getattr(cfg, name)} must be positive")
+    for name in non_negative:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{table}.{name}={getattr(cfg, name)} must be >= 0")
+
+
 def read_toml(path: str | Path, table: str | None = None) -> dict[str, Any]:
     """Read a TOML file (optionally one table of it); errors name the file."""
     path = Path(path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, ModelError
 from featurewatch.training.activation_pool import POOL_FILE, ActivationPool, open_pool
 from featurewatch.training.hooks import DEFAULT_HOOK_POINT, attach
@@ -55,11 +56,9 @@ class ActivationsConfig:
     """Seed for the choice of contexts and the shuffles."""
 
     def __post_init__(self) -> None:
-        for name in ("n_tokens", "batch_size", "buffer_rows", "shard_rows"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"activations.{name}={getattr(self, name)} must be positive")
-        if self.skip_first < 0:
-            raise ConfigError(f"activations.skip_first={self.skip_first} must be ≥ 0")
+        check_fields(self, "activations",
+                     positive=("n_tokens", "batch_size", "buffer_rows", "shard_rows"),
+                     non_negative=("skip_first",))
 
 
 class _StopForward(Exception):

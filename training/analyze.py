@@ -20,6 +20,7 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, ModelError
 from featurewatch.training import feature_stats as fs
 from featurewatch.training.feature_table import CodeTable, build_table
@@ -89,14 +90,11 @@ class AnalyzeConfig:
     """Seed for choosing contexts, interval examples and the scored codes."""
 
     def __post_init__(self) -> None:
-        for name in ("n_tokens", "batch_size", "chunk", "top_k", "n_intervals", "hist_bins",
-                     "logit_k"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"analyze.{name}={getattr(self, name)} must be positive")
-        for name in ("per_interval", "window", "n_scored_features", "n_scored_neurons",
-                     "n_random_examples", "min_fires", "split_children", "llm_max_retries"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"analyze.{name}={getattr(self, name)} must be ≥ 0")
+        check_fields(self, "analyze", positive=("n_tokens", "batch_size", "chunk", "top_k",
+                                                "n_intervals", "hist_bins", "logit_k"),
+                     non_negative=("per_interval", "window", "n_scored_features",
+                                   "n_scored_neurons", "n_random_examples", "min_fires",
+                                   "split_children", "llm_max_retries"))
         if not 0 < self.split_threshold < 1:
             raise ConfigError(f"analyze.split_threshold={self.split_threshold} must be in (0, 1)")
         if self.explainer == "openai" and not (self.llm_url and self.llm_model):

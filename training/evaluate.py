@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, CorpusError, ModelError
 from featurewatch.training.density import density_summary, plot_density_histogram
 from featurewatch.training.dictionary import Dictionary
@@ -60,9 +61,8 @@ class EvaluateConfig:
     """torch device to evaluate on; "auto" keeps the model where it is."""
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "loss_max_tokens", "batch_size", "hist_bins"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"evaluate: {name}={getattr(self, name)} must be positive")
+        check_fields(self, "evaluate",
+                     positive=("max_tokens", "loss_max_tokens", "batch_size", "hist_bins"))
         for name in ("ultralow_threshold", "dense_threshold"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"evaluate: {name}={getattr(self, name)} must be in (0, 1)")

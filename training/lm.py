@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, ModelError
 
 STATS_FILE = "train_stats.json"
@@ -70,10 +71,8 @@ class LMConfig:
     """Seed for the initialisation and the batch order."""
 
     def __post_init__(self) -> None:
-        for name in ("n_layer", "n_embd", "n_inner", "n_head", "steps", "batch_size",
-                     "eval_every", "eval_contexts"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"lm.{name}={getattr(self, name)} must be positive")
+        check_fields(self, "lm", positive=("n_layer", "n_embd", "n_inner", "n_head", "steps",
+                                           "batch_size", "eval_every", "eval_contexts"))
         if self.n_embd % self.n_head:
             raise ConfigError(f"lm.n_embd={self.n_embd} must be divisible by "
                               f"lm.n_head={self.n_head}")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featurewatch.config import load_config
+from featurewatch.config import check_fields, load_config
 from featurewatch.errors import ConfigError
 
 ENV_PREFIX = "FEATUREWATCH_INFERENCE_"
@@ -66,17 +66,13 @@ class InferenceConfig:
     """Seconds in-flight requests get to finish on shutdown."""
 
     def __post_init__(self) -> None:
-        positive = ("trace_queue_size", "stream_maxlen", "chunk_tokens", "max_concurrent_streams",
-                    "max_batch_size", "max_prompt_chars", "max_new_tokens", "default_new_tokens")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"inference.{name}={getattr(self, name)} must be positive")
-        for name in ("max_prompt_tokens", "max_stop_strings", "torch_threads", "grace_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"inference.{name}={getattr(self, name)} must be >= 0")
-        for name in ("redis_backoff_s", "redis_backoff_max_s", "redis_health_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"inference.{name}={getattr(self, name)} must be > 0")
+        check_fields(self, "inference",
+                     positive=("trace_queue_size", "stream_maxlen", "chunk_tokens",
+                               "max_concurrent_streams", "max_batch_size", "max_prompt_chars",
+                               "max_new_tokens", "default_new_tokens", "redis_backoff_s",
+                               "redis_backoff_max_s", "redis_health_interval_s"),
+                     non_negative=("max_prompt_tokens", "max_stop_strings", "torch_threads",
+                                   "grace_s"))
         if self.default_new_tokens > self.max_new_tokens:
             raise ConfigError(f"inference.default_new_tokens={self.default_new_tokens} exceeds "
                               f"inference.max_new_tokens={self.max_new_tokens}")

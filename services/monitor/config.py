@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from featurewatch.config import load_config
+from featurewatch.config import check_fields, load_config
 from featurewatch.errors import ConfigError
 
 ENV_PREFIX = "FEATUREWATCH_MONITOR_"
@@ -67,17 +67,12 @@ class MonitorConfig:
     """Seconds the stream workers get to finish their batch on shutdown."""
 
     def __post_init__(self) -> None:
-        positive = ("batch_size", "bucket_s", "retention_s", "window_s", "dedup_ttl_s",
-                    "dead_letter_maxlen", "top_k", "block_ms")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"monitor.{name}={getattr(self, name)} must be positive")
-        for name in ("claim_idle_s", "claim_interval_s", "consumer_expiry_s",
-                     "discovery_interval_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"monitor.{name}={getattr(self, name)} must be > 0")
-        if self.drift_min_tokens < 0 or self.grace_s < 0:
-            raise ConfigError("monitor.drift_min_tokens and monitor.grace_s must be >= 0")
+        check_fields(self, "monitor",
+                     positive=("batch_size", "bucket_s", "retention_s", "window_s",
+                               "dedup_ttl_s", "dead_letter_maxlen", "top_k", "block_ms",
+                               "claim_idle_s", "claim_interval_s", "consumer_expiry_s",
+                               "discovery_interval_s"),
+                     non_negative=("drift_min_tokens", "grace_s"))
         if self.retention_s % self.bucket_s:
             raise ConfigError(f"monitor.retention_s={self.retention_s} must be a multiple of "
                               f"monitor.bucket_s={self.bucket_s}")

@@ -36,7 +36,7 @@ def test_consumer_defaults_to_host_name():
     ({"retention_s": 65}, "multiple of monitor.bucket_s"),
     ({"window_s": 7200}, "exceeds monitor.retention_s"),
     ({"batch_size": 0}, "monitor.batch_size=0 must be positive"),
-    ({"claim_idle_s": 0}, "monitor.claim_idle_s=0 must be > 0"),
+    ({"claim_idle_s": 0}, "monitor.claim_idle_s=0 must be positive"),
     ({"metrics_port": 70000}, "valid TCP ports"),
     ({"redis_url": ""}, "monitor.redis_url"),
 ])
