@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 import click
 from rich.console import Console
 
 from featurewatch.services.inference.config import InferenceConfig, load_inference_config
+from featurewatch.serving import config_file_option, log_level_option, setup_logging
 
 
 @click.command("inference")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="TOML file; its [inference] table sets any InferenceConfig field.")
+@config_file_option("inference", "InferenceConfig")
 @click.option("--model", help="Local Hugging Face causal-LM directory to serve.")
 @click.option("--dictionary", "dictionaries", multiple=True,
               help="Dictionary bundle directory bound to the model (repeat for several).")
@@ -31,8 +30,7 @@ from featurewatch.services.inference.config import InferenceConfig, load_inferen
 @click.option("--max-batch-size", type=int, help="Streams decoded in one batched step.")
 @click.option("--chunk-tokens", type=int, help="Tokens per trace event of long requests.")
 @click.option("--torch-threads", type=int, help="torch threads (0 = torch's default).")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@log_level_option
 def serve_inference(config_file, dictionaries, log_level, **flags) -> None:
     """Serve generation with per-token feature traces and steering over gRPC.
 
@@ -42,7 +40,7 @@ def serve_inference(config_file, dictionaries, log_level, **flags) -> None:
     """
     overrides = dict(flags, dictionaries=tuple(dictionaries) or None)
     cfg = load_inference_config(config_file, overrides)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     asyncio.run(_serve(cfg))
 
 

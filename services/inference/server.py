@@ -11,8 +11,7 @@ import asyncio
 import logging
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health, health_pb2
 from prometheus_client import CollectorRegistry
 
 from featurewatch.services.inference.config import InferenceConfig
@@ -20,7 +19,8 @@ from featurewatch.services.inference.engine import Engine
 from featurewatch.services.inference.publisher import TracePublisher
 from featurewatch.services.inference.runtime import load_runtime, serving_spec
 from featurewatch.services.inference.servicer import InferenceServicer, Serving
-from featurewatch.services.inference.telemetry import InferenceMetrics, start_metrics_server
+from featurewatch.services.inference.telemetry import InferenceMetrics
+from featurewatch.serving import add_standard_services, bind_grpc, start_metrics_server
 from featurewatch.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -61,18 +61,14 @@ class InferenceServer:
         """Listen for gRPC (NOT_SERVING until load()) and serve /metrics."""
         server = grpc.aio.server()
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(f"{self.cfg.host}:{self.cfg.port}")
-        if self.port == 0:
-            raise OSError(f"cannot bind gRPC port {self.cfg.host}:{self.cfg.port}")
+        add_standard_services(server, self.health, SERVICE_NAME)
+        self.port = bind_grpc(server, self.cfg.host, self.cfg.port, "inference.port")
+        if self.cfg.metrics_port >= 0:  # before serving: a busy port then leaves nothing behind
+            self._metrics_http, self.metrics_port = start_metrics_server(
+                self.registry, self.cfg.host, self.cfg.metrics_port, "inference.metrics_port")
         await self._set_health(NOT_SERVING)
         await server.start()
         self.server = server
-        if self.cfg.metrics_port >= 0:
-            self._metrics_http, self.metrics_port = start_metrics_server(
-                self.registry, self.cfg.host, self.cfg.metrics_port)
         log.info("gRPC on %s, /metrics on port %s; loading model", self.address,
                  self.metrics_port)
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the inference service, on an injected registry, and the /metrics server.
+"""Prometheus metrics of the inference service, on an injected registry.
 
 Names follow Prometheus conventions: `featurewatch_inference_` prefix, base units (seconds),
 `_total` on counters (prometheus-client appends it), labels with bounded values only.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ITL_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -85,9 +85,3 @@ class StreamTimer:
             self.metrics.inter_token_latency.observe(now - self.last)
         self.last = now
         self.metrics.tokens_generated.inc()
-
-
-def start_metrics_server(registry: CollectorRegistry, host: str, port: int):
-    """Serve `registry` on http://host:port/metrics; returns (server, bound port)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    return server, int(server.server_port)

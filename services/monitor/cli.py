@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
@@ -10,11 +9,11 @@ import click
 from rich.console import Console
 
 from featurewatch.services.monitor.config import load_monitor_config
+from featurewatch.serving import config_file_option, log_level_option, setup_logging
 
 
 @click.command("monitor")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              help="TOML file; its [monitor] table sets any MonitorConfig field.")
+@config_file_option("monitor", "MonitorConfig")
 @click.option("--redis-url", help="Redis with the trace streams and aggregates.")
 @click.option("--dictionary", "dictionaries", multiple=True,
               type=click.Path(exists=True, file_okay=False),
@@ -34,8 +33,7 @@ from featurewatch.services.monitor.config import load_monitor_config
 @click.option("--bucket-s", type=int, help="Width of the time buckets (seconds).")
 @click.option("--retention-s", type=int, help="How long buckets are kept (seconds).")
 @click.option("--window-s", type=int, help="Window of the rates and drift in /metrics.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+@log_level_option
 def serve_monitor(config_file, dictionaries, log_level, **flags) -> None:
     """Count feature firing from the trace streams in Redis; serve /metrics and the flag API.
 
@@ -45,7 +43,7 @@ def serve_monitor(config_file, dictionaries, log_level, **flags) -> None:
     """
     overrides = dict(flags, dictionaries=tuple(dictionaries) or None)
     cfg = load_monitor_config(config_file, overrides)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(log_level)
     from featurewatch.services.monitor.server import MonitorServer
 
     console = Console(stderr=True)

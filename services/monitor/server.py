@@ -14,9 +14,8 @@ from concurrent import futures
 
 import grpc
 import redis
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from grpc_health.v1 import health, health_pb2
+from prometheus_client import CollectorRegistry
 
 from featurewatch.errors import ConfigError
 from featurewatch.services.monitor.aggregates import AggregateReader, BucketLayout
@@ -25,8 +24,9 @@ from featurewatch.services.monitor.applier import Applier
 from featurewatch.services.monitor.config import MonitorConfig
 from featurewatch.services.monitor.dictionaries import DictionaryRegistry, read_bundle_info
 from featurewatch.services.monitor.flags import FlagStore
-from featurewatch.services.monitor.ingest import StreamWorker, WorkerStats
+from featurewatch.services.monitor.ingest import REDIS_ERRORS, StreamWorker, WorkerStats
 from featurewatch.services.monitor.metrics import MetricsOptions, MonitorCollector
+from featurewatch.serving import add_standard_services, bind_grpc, start_metrics_server
 from featurewatch.v1 import monitor_pb2, monitor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def connect(url: str, block_ms: int, wait_s: float = 30.0) -> redis.Redis:
         try:
             client.ping()
             return client
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             if time.monotonic() >= deadline:
                 raise ConfigError(f"monitor.redis_url={url}: Redis does not answer ({exc})") \
                     from None
@@ -89,9 +89,8 @@ class MonitorServer:
         MonitorCollector(self.client, self.dictionaries, self.reader, self.flags, options,
                          self.stats, self._live_workers).register(self.registry)
         if cfg.metrics_port >= 0:
-            self._http, _ = start_http_server(cfg.metrics_port, addr=cfg.host,
-                                              registry=self.registry)
-            self.metrics_port = int(self._http.server_port)
+            self._http, self.metrics_port = start_metrics_server(
+                self.registry, cfg.host, cfg.metrics_port, "monitor.metrics_port")
         if cfg.port >= 0:
             self._start_grpc()
         self._supervise_once()
@@ -105,12 +104,8 @@ class MonitorServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
         servicer = MonitorServicer(self.flags, self.reader, self.dictionaries, self.cfg.window_s)
         monitor_pb2_grpc.add_MonitorServiceServicer_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(f"{self.cfg.host}:{self.cfg.port}")
-        if self.port == 0:
-            raise ConfigError(f"monitor.port: cannot bind {self.cfg.host}:{self.cfg.port}")
+        add_standard_services(server, self.health, SERVICE_NAME)
+        self.port = bind_grpc(server, self.cfg.host, self.cfg.port, "monitor.port")
         server.start()
         self._grpc = server
         self.health.set("", SERVING)  # liveness: the process answers
@@ -137,7 +132,7 @@ class MonitorServer:
             self.client.ping()
             ids = self.dictionaries.ids()
             ready = True
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("redis unreachable: %s", exc)
             ids, ready = [], False
         self.health.set(SERVICE_NAME, SERVING if ready else NOT_SERVING)

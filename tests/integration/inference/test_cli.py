@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -62,6 +63,22 @@ async def test_serve_refuses_a_mismatched_dictionary(tiny):
                               "--metrics-port", "-1", "--redis-url", "")
     assert code == 2
     assert "error:" in err and "trained on another model" in err
+
+
+async def test_serve_on_a_busy_port_is_a_clear_error(tiny):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flag, field in (("--port", "inference.port"),
+                            ("--metrics-port", "inference.metrics_port")):
+            other = "--metrics-port" if flag == "--port" else "--port"
+            code, _, err = await _run("serve", "inference", "--model", str(tiny.model_dir),
+                                      "--dictionary", str(tiny.mlp_bundle), "--host",
+                                      "127.0.0.1", flag, str(port), other, "0",
+                                      "--redis-url", "")
+            assert code == 2, err
+            assert f"error: {field}={port}: cannot" in err and "Traceback" not in err
 
 
 async def test_serve_until_sigterm(tiny):
