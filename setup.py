@@ -7,7 +7,6 @@ The generated files land in featurewatch/v1/ (git-ignored) so that the import pa
 from pathlib import Path
 
 from setuptools import setup
-from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 
@@ -27,13 +26,7 @@ def generate_protos() -> None:
     (ROOT / "featurewatch" / "v1" / "__init__.py").touch()
 
 
-class BuildWithProtos(build_py):
-    def run(self) -> None:
-        generate_protos()
-        super().run()
-
-
-# Also at load time: the PEP 660 editable path runs egg_info (which needs featurewatch/v1 to
-# exist) before, or instead of, build_py.
+# At load time, so before every setuptools command: the PEP 660 editable path runs egg_info
+# (which needs featurewatch/v1 to exist) before, or instead of, build_py.
 generate_protos()
-setup(cmdclass={"build_py": BuildWithProtos})
+setup()

@@ -98,12 +98,6 @@ class ManagedProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def kill(self) -> None:
-        """SIGKILL, as a crash would (used by crash tests)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
 
 class Stack:
     """Processes started in order and stopped in reverse, also on errors and Ctrl-C."""

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from featurewatch import up_demo
+from featurewatch.services.monitor.alerts import FLAG_ALERT as ALERT
 from featurewatch.stack import Stack, find_binary
 from featurewatch.up_observe import (
     INFERENCE_JOB,
@@ -36,6 +37,7 @@ from featurewatch.up_observe import (
 )
 from featurewatch.up_stack import (
     ArtifactSet,
+    Bundle,
     Ports,
     ensure_artifacts,
     prepare_run_dir,
@@ -45,7 +47,6 @@ from featurewatch.up_stack import (
     write_state,
 )
 
-ALERT = "FlaggedFeatureFiring"
 PRESETS = ("tiny", "default", "paper")
 
 
@@ -121,9 +122,9 @@ def _start_observability(run: Run, flags_file: Path, hook: WebhookReceiver,
     return prom_url, am_url
 
 
-def _choose_flags(run: Run, arts: ArtifactSet, console: Console) -> list[up_demo.FlagChoice]:
+def _choose_flags(run: Run, arts: ArtifactSet, bundle: Bundle,
+                  console: Console) -> list[up_demo.FlagChoice]:
     """Profile the demo prompts through the inference service, pick target and control."""
-    bundle = arts.bundle(run.opts.dictionary)
     labels = up_demo.read_labels(bundle.path)
     with console.status("profiling the demo prompts (Generate + Trace)"), \
             grpc.insecure_channel(f"127.0.0.1:{run.ports.grpc}") as channel:
@@ -140,9 +141,9 @@ def _choose_flags(run: Run, arts: ArtifactSet, console: Console) -> list[up_demo
     return choices
 
 
-def _matches(delivery: Delivery, feature: int, status: str = "firing") -> list[dict]:
+def _matches(delivery: Delivery, feature: int) -> list[dict]:
     return [a for a in delivery.alerts(ALERT)
-            if a["labels"].get("feature") == str(feature) and a.get("status") == status]
+            if a["labels"].get("feature") == str(feature) and a.get("status") == "firing"]
 
 
 def _wait_alert(run: Run, hook: WebhookReceiver, prom_url: str | None, am_url: str | None,
@@ -208,9 +209,9 @@ def _demo(run: Run, choices: list[up_demo.FlagChoice], hook: WebhookReceiver,
     return alert
 
 
-def _summary(run: Run, arts: ArtifactSet, choices, prom_url, am_url, alert,
+def _summary(run: Run, bundle: Bundle, choices, prom_url, am_url, alert,
              console: Console) -> None:
-    p, bundle = run.ports, arts.bundle(run.opts.dictionary)
+    p = run.ports
     where = Table(title="featurewatch is up", show_header=False)
     where.add_column(no_wrap=True)
     where.add_column(overflow="fold")
@@ -268,7 +269,7 @@ def _stay_up(run: Run, hook: WebhookReceiver, console: Console) -> None:
 def run_up(opts: UpOptions, console: Console) -> None:
     """Train if needed, start everything, run the demo; stop everything on the way out."""
     arts = ensure_artifacts(opts.artifacts, opts.preset, console.print)
-    arts.bundle(opts.dictionary)  # an unknown --dictionary fails before anything starts
+    bundle = arts.bundle(opts.dictionary)  # an unknown --dictionary fails before anything starts
     run = Run(opts, prepare_run_dir(opts.run_dir or opts.artifacts / "up"),
               Ports.resolve(**opts.ports))
     hook = WebhookReceiver(run.ports.webhook).start()
@@ -277,13 +278,13 @@ def run_up(opts: UpOptions, console: Console) -> None:
             start_core(run.stack, run.run_dir, arts, run.ports, opts.window_s)
             up_demo.wait_serving(f"127.0.0.1:{run.ports.grpc}", timeout=300)
         run.save(phase="started", ports=vars(run.ports), webhook=hook.url)
-        choices = _choose_flags(run, arts, console)
+        choices = _choose_flags(run, arts, bundle, console)
         prom_url, am_url = _start_observability(run, run.run_dir / "flags.yaml", hook, console)
         run.save(phase="observing", prometheus=prom_url, alertmanager=am_url,
-                 browser=arts.bundle(opts.dictionary).browser.resolve().as_uri(),
+                 browser=bundle.browser.resolve().as_uri(),
                  flags=[vars(c) for c in choices])
         alert = _demo(run, choices, hook, prom_url, am_url, console)
-        _summary(run, arts, choices, prom_url, am_url, alert, console)
+        _summary(run, bundle, choices, prom_url, am_url, alert, console)
         if opts.exit_after_demo:
             if prom_url and alert is None:
                 raise click.ClickException(f"no {ALERT} alert within {opts.timeout:g}s")

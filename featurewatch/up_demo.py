@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featurewatch.services.monitor.api import flag_to_pb
+from featurewatch.services.monitor.flags import Flag
 from featurewatch.v1 import inference_pb2 as pb
 from featurewatch.v1 import inference_pb2_grpc, monitor_pb2, monitor_pb2_grpc
 
@@ -157,7 +159,6 @@ class Generation:
     text: str
     maxima: Maxima
     generated_tokens: int
-    seconds: float
 
 
 def generate(channel: grpc.Channel, prompt: str, dictionary_id: str,
@@ -169,7 +170,6 @@ def generate(channel: grpc.Channel, prompt: str, dictionary_id: str,
         sampling=pb.SamplingOptions(temperature=0.0),
         trace=pb.TraceOptions(filter=pb.FeatureFilter(dictionaries=[dictionary_id]),
                               include_prompt=True))
-    started = time.monotonic()
     tokens, summary = [], pb.GenerateSummary()
     for reply in stub.Generate(request, timeout=120):
         if reply.HasField("token"):
@@ -177,8 +177,7 @@ def generate(channel: grpc.Channel, prompt: str, dictionary_id: str,
         else:
             summary = reply.summary
     text = "".join(t.text for t in tokens if not t.prompt)
-    return Generation(text, _maxima(tokens, dictionary_id), summary.generated_tokens,
-                      time.monotonic() - started)
+    return Generation(text, _maxima(tokens, dictionary_id), summary.generated_tokens)
 
 
 def profile(channel: grpc.Channel, dictionary_id: str, demo_family: str,
@@ -193,14 +192,11 @@ def profile(channel: grpc.Channel, dictionary_id: str, demo_family: str,
 
 def upsert_flags(address: str, choices: list[FlagChoice]) -> None:
     """Store the flags in the monitor through its MonitorService API (validated there)."""
-    severities = {"info": monitor_pb2.SEVERITY_INFO, "warning": monitor_pb2.SEVERITY_WARNING,
-                  "critical": monitor_pb2.SEVERITY_CRITICAL}
     with grpc.insecure_channel(address) as channel:
         stub = monitor_pb2_grpc.MonitorServiceStub(channel)
         for c in choices:
-            stub.UpsertFlag(monitor_pb2.UpsertFlagRequest(flag=monitor_pb2.Flag(
-                dictionary_id=c.dictionary_id, feature=c.feature, name=c.name,
-                severity=severities[c.severity], min_activation=c.min_activation)), timeout=30)
+            flag = Flag(c.dictionary_id, c.feature, c.name, c.severity, c.min_activation)
+            stub.UpsertFlag(monitor_pb2.UpsertFlagRequest(flag=flag_to_pb(flag)), timeout=30)
 
 
 # ---- flag choice -----------------------------------------------------------------------------
@@ -261,8 +257,8 @@ def choose_control(prof: Profile, dictionary_id: str, labels: dict[int, str],
 
 
 def send_demo(channel: grpc.Channel, dictionary_id: str, family: str, max_new_tokens: int,
-              fit: PromptFitter, rounds: int = 1) -> list[Generation]:
+              fit: PromptFitter) -> list[Generation]:
     """The demo traffic: the demo family's prompts through Generate, one at a time (as
     profiled, so the same tokens fire the same features)."""
     return [generate(channel, fit(prompt, max_new_tokens), dictionary_id, max_new_tokens)
-            for _ in range(rounds) for prompt in FAMILIES[family]]
+            for prompt in FAMILIES[family]]

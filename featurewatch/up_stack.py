@@ -148,13 +148,13 @@ class Ports:
 
 
 def start_core(stack: Stack, run_dir: Path, arts: ArtifactSet, ports: Ports,
-               window_s: int) -> dict[str, ManagedProcess]:
+               window_s: int) -> None:
     """redis-server, the inference service and the monitor, each ready before the next."""
     logs = run_dir / "logs"
     redis_url = f"redis://127.0.0.1:{ports.redis}/0"
-    redis = stack.start(redis_process(run_dir / "redis", ports.redis), timeout=60)
+    stack.start(redis_process(run_dir / "redis", ports.redis), timeout=60)
     dictionaries = [arg for b in arts.bundles for arg in ("--dictionary", str(b.path))]
-    inference = stack.start(ManagedProcess("inference", featurewatch_argv(
+    stack.start(ManagedProcess("inference", featurewatch_argv(
         "serve", "inference", "--model", str(arts.model), *dictionaries, "--host", "127.0.0.1",
         "--port", str(ports.grpc), "--metrics-port", str(ports.inference_metrics),
         "--redis-url", redis_url), logs / "inference.log", ports.grpc), timeout=300)
@@ -163,13 +163,12 @@ def start_core(stack: Stack, run_dir: Path, arts: ArtifactSet, ports: Ports,
     config.write_text("[monitor]\nbucket_s = 5\nretention_s = 900\n"
                       f"window_s = {window_s}\ndrift_min_tokens = 100\nblock_ms = 200\n"
                       'consumer_name = "up"\n', encoding="utf-8")
-    monitor = stack.start(ManagedProcess("monitor", featurewatch_argv(
+    stack.start(ManagedProcess("monitor", featurewatch_argv(
         "serve", "monitor", "--config", str(config), "--redis-url", redis_url, *dictionaries,
         "--host", "127.0.0.1", "--port", str(ports.monitor),
         "--metrics-port", str(ports.monitor_metrics)), logs / "monitor.log",
         ports.monitor_metrics, ready_url=f"http://127.0.0.1:{ports.monitor_metrics}/metrics"),
         timeout=120)
-    return {"redis-server": redis, "inference": inference, "monitor": monitor}
 
 
 def start_prometheus(stack: Stack, run_dir: Path, config: Path, port: int) -> ManagedProcess:

@@ -6,7 +6,7 @@ Helpers here are shared by the integration and e2e suites through tests/conftest
 
 from __future__ import annotations
 
-import shutil
+import functools
 import socket
 import subprocess
 import time
@@ -14,12 +14,7 @@ from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from featurewatch.stack import find_binary, free_port
 
 
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
@@ -38,15 +33,15 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | Non
 
 def require_binary(name: str) -> str:
     """The path of a server binary; fails the test (not skips) when it is not installed."""
-    path = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/bin") / name, Path("/usr/sbin") / name) if p.exists()), None)
+    path = find_binary(name)
     if path is None:
         pytest.fail(f"{name} is not installed: run .ci/run (or apt-get install it) first")
     return path
 
 
+@functools.cache
 def docker_available() -> bool:
-    """True when a Docker engine answers (testcontainers can then be used)."""
+    """True when a Docker engine answers (testcontainers can then be used); asked once."""
     try:
         import docker  # noqa: PLC0415
 
@@ -108,11 +103,11 @@ class RedisContainer:
         self.container.stop()
 
 
-def wait_until(predicate, timeout: float, what: str):
-    """Poll `predicate` every 0.25 s until it returns something truthy; return that."""
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
+    """Poll `predicate` every `interval` s until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while not (result := predicate()):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} (after {timeout} s)")
-        time.sleep(0.25)
+        time.sleep(interval)
     return result

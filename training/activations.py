@@ -10,7 +10,6 @@ Pools are read back with `open_pool` (also for plain .npy / .safetensors files).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, ModelError
 from featurewatch.training.activation_pool import POOL_FILE, ActivationPool, open_pool
-from featurewatch.training.hooks import DEFAULT_HOOK_POINT, attach
+from featurewatch.training.hooks import DEFAULT_HOOK_POINT, forward_to_hook
 
 __all__ = ["ActivationsConfig", "ActivationPool", "open_pool", "harvest", "POOL_FILE"]
 
@@ -59,27 +58,6 @@ class ActivationsConfig:
         check_fields(self, "activations",
                      positive=("n_tokens", "batch_size", "buffer_rows", "shard_rows"),
                      non_negative=("skip_first",))
-
-
-class _StopForward(Exception):
-    """Raised from the hook: nothing after the hook point is needed while harvesting."""
-
-
-def _forward_to_hook(model, hook_point: str, batch: torch.Tensor, autocast: bool = False
-                     ) -> torch.Tensor:
-    """Activations [B, T, d_in] at `hook_point`, skipping the layers after it."""
-    got: list[torch.Tensor] = []
-
-    def keep(acts: torch.Tensor) -> None:
-        got.append(acts.detach())
-        raise _StopForward
-
-    with (attach(model, hook_point, keep), torch.no_grad(), contextlib.suppress(_StopForward),
-          torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast)):
-        model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
-    if not got:
-        raise ModelError(f"hook_point {hook_point!r} was not reached by the forward pass")
-    return got[0]
 
 
 def _encode_rows(acts: torch.Tensor, dtype: str) -> np.ndarray:
@@ -206,7 +184,7 @@ def harvest(cfg: ActivationsConfig, model, tokens: np.ndarray, out_dir: str | Pa
                 break
             batch = torch.from_numpy(np.asarray(tokens[contexts[i: i + cfg.batch_size]],
                                                 dtype=np.int64))
-            acts = _forward_to_hook(model, cfg.hook_point, batch, cfg.autocast)
+            acts = forward_to_hook(model, cfg.hook_point, batch, autocast=cfg.autocast)
             rows = acts[:, cfg.skip_first:].reshape(-1, acts.shape[-1])[: n_rows - taken]
             d_in = rows.shape[1]
             sq_norm += float(rows.float().square().sum(dtype=torch.float64))

@@ -8,7 +8,6 @@ against a second model, feature splitting across dictionary sizes, `report/analy
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ import torch
 from tqdm.auto import tqdm
 
 from featurewatch.config import check_fields
-from featurewatch.errors import ConfigError, ModelError
+from featurewatch.errors import ConfigError
 from featurewatch.training import feature_stats as fs
 from featurewatch.training.feature_table import CodeTable, build_table
+from featurewatch.training.hooks import forward_to_hook
 from featurewatch.training.interpret import Explainer, OfflineExplainer, Simulator, score_codes
 from featurewatch.training.logit_effects import logit_effects
 from featurewatch.training.offline_explainer import ExampleBatch, explain_batch
@@ -111,27 +111,6 @@ def analysis_tokens(tokens: np.ndarray, n_tokens: int, seed: int) -> np.ndarray:
     n_ctx = max(1, min(len(tokens), n_tokens // tokens.shape[1]))
     rows = np.sort(np.random.default_rng(seed).choice(len(tokens), n_ctx, replace=False))
     return np.ascontiguousarray(tokens[rows], dtype=np.int64)
-
-
-class _Reached(Exception):
-    """Raised at the hook point: the layers after it are not needed."""
-
-
-def forward_to_hook(model, hook_point: str, batch: torch.Tensor) -> torch.Tensor:
-    """Activations [B, T, d_in] at `hook_point`; the layers after it are skipped."""
-    from featurewatch.training.hooks import attach
-
-    seen: list[torch.Tensor] = []
-
-    def stop(acts: torch.Tensor) -> None:
-        seen.append(acts.detach())
-        raise _Reached
-
-    with attach(model, hook_point, stop), contextlib.suppress(_Reached):
-        model(input_ids=batch, use_cache=False)
-    if not seen:
-        raise ModelError(f"hook_point {hook_point!r} was not reached by the forward pass")
-    return seen[0]
 
 
 @torch.no_grad()
@@ -242,8 +221,7 @@ def label_codes(top: fs.ExampleSet, intervals: fs.ExampleSet, codes: fs.SparseCo
 
 def analyze_codes(codes: fs.SparseCodes, directions: torch.Tensor, *, model, hook_point: str,
                   tokens: np.ndarray, vocab: list[str], cfg: AnalyzeConfig, n_scored: int,
-                  scorers: tuple[Explainer, Simulator], norm_scale: float = 1.0,
-                  progress: bool = False) -> Analysed:
+                  scorers: tuple[Explainer, Simulator], norm_scale: float = 1.0) -> Analysed:
     """Statistics, examples, logit effects, labels and scores of one set of codes."""
     rng = np.random.default_rng(cfg.seed + 1)
     stats = fs.basic_stats(codes)

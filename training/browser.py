@@ -41,17 +41,19 @@ REQUIRED_COLUMNS = (
     "act_hist_edges", "act_hist_counts", "top_examples", "interval_examples",
     "logit_pos_tokens", "logit_pos_values", "logit_neg_tokens", "logit_neg_values",
 )
-EXAMPLE_FIELDS = ("tokens", "activations", "center", "max_activation", "interval")
 METRIC_KEYS = ("mse", "fvu", "l0", "loss_recovered", "dead", "ultralow", "dense")
 
 
 def write_browser(bundle_dir: str | Path, *, report: Mapping | str | Path | None = None,
-                  chunk_size: int = CHUNK_SIZE) -> Path:
+                  chunk_size: int = CHUNK_SIZE,
+                  tables: Mapping[str, pl.DataFrame] | None = None) -> Path:
     """Write `<bundle>/browser/` and return its index.html.
 
     `report` is the run analysis (analysis.json's content, its path, or the report directory
     holding it); by default the run's `report/analysis.json` next to `dictionaries/` is used
-    when it exists. Missing inputs are listed on the page instead of failing.
+    when it exists. `tables` ("features" / "neurons") are tables the caller already read from
+    the bundle, so they are not read again. Missing inputs are listed on the page instead of
+    failing.
     """
     bundle = Path(bundle_dir)
     if not bundle.is_dir():
@@ -74,7 +76,8 @@ def write_browser(bundle_dir: str | Path, *, report: Mapping | str | Path | None
             missing.append({"file": filename, "why": f"no {kind} statistics: run "
                             "`featurewatch train analyze` to compute them"})
             continue
-        table = _read_table(path)
+        given = (tables or {}).get(kind)
+        table = _read_table(path) if given is None else _checked(given, path)
         kinds[kind] = _write_kind(table, data_dir, kind, chunk_size,
                                   splits if kind == "features" else None)
     meta["missing"] = missing
@@ -187,6 +190,11 @@ def _read_table(path: Path) -> pl.DataFrame:
         table = pl.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - polars raises several types for corrupt files
         raise BundleError(f"{path}: cannot read parquet ({exc})") from None
+    return _checked(table, path)
+
+
+def _checked(table: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`table` (read from `path`) checked for the columns the browser needs; sorted by feature."""
     for column in REQUIRED_COLUMNS:
         if column not in table.columns:
             raise BundleError(f"{path}: missing column {column!r}")

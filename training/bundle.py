@@ -149,6 +149,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_int(value: Any) -> bool:
+    """A JSON integer; bool is an int subclass, and `true` must not pass as 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_cfg(cfg: dict[str, Any], path: Path) -> None:
     for key in REQUIRED_CFG:
         if key not in cfg:
@@ -157,8 +162,7 @@ def _check_cfg(cfg: dict[str, Any], path: Path) -> None:
         raise BundleError(f"{path}: field 'architecture'={cfg['architecture']!r} "
                           f"must be one of {list(ARCHITECTURES)}")
     for key in ("d_in", "d_sae"):
-        # bool is an int subclass: `true` must not pass as 1
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] <= 0:
+        if not _is_int(cfg[key]) or cfg[key] <= 0:
             raise BundleError(f"{path}: field {key!r}={cfg[key]!r} must be a positive integer")
     fw = cfg.setdefault("featurewatch", {})
     if not isinstance(fw, dict):  # else `key in fw` would test substrings of a string
@@ -204,8 +208,7 @@ def load_bundle(path: str | Path, expect: ModelBinding | None = None) -> Bundle:
                 f"but {CFG_FILE} (d_in={cfg['d_in']}, d_sae={cfg['d_sae']}) needs {list(shape)}"
             )
     k = (cfg.get("activation_fn_kwargs") or {}).get("k")
-    if cfg["architecture"] == "topk" and not (isinstance(k, int) and not isinstance(k, bool)
-                                              and 0 < k <= cfg["d_sae"]):
+    if cfg["architecture"] == "topk" and not (_is_int(k) and 0 < k <= cfg["d_sae"]):
         raise BundleError(f"{cfg_path}: field 'activation_fn_kwargs.k'={k!r} must be in "
                           f"1..d_sae for a topk dictionary")
     dictionary = Dictionary(cfg["d_in"], cfg["d_sae"], cfg["architecture"], k)

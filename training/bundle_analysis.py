@@ -101,6 +101,12 @@ class BundleWork:
         return an.vocab_strings(self.tokenizer, self.model.get_output_embeddings().weight.shape[0])
 
     @cached_property
+    def scorers(self) -> tuple[an.Explainer, an.Simulator]:
+        """One explainer / simulator pair for every analysis, so an LLM endpoint's client
+        (and its rate limit) is shared by features and neurons."""
+        return an.make_scorers(self.cfg)
+
+    @cached_property
     def binding(self) -> ModelBinding:
         """The model's binding, hashed once however many bundles are checked against it."""
         return model_binding(self.model_dir)
@@ -132,8 +138,8 @@ class BundleWork:
                  n_scored: int) -> an.Analysed:
         return an.analyze_codes(codes, directions, model=self.model, hook_point=hook_point,
                                 tokens=self.tokens, vocab=self.vocab, cfg=self.cfg,
-                                n_scored=n_scored, scorers=an.make_scorers(self.cfg),
-                                norm_scale=self.norm_scale(), progress=self.progress)
+                                n_scored=n_scored, scorers=self.scorers,
+                                norm_scale=self.norm_scale())
 
     def neuron_codes(self, hook_point: str, desc: str = "neurons") -> fs.SparseCodes:
         """The neurons' codes, reusing those of an earlier neuron analysis."""

@@ -64,6 +64,7 @@ class Job:
         return self.print_only
 
     def run(self, steps) -> list[StepResult]:
+        """Run `steps` in order; an iterator's next step is built only after this one ran."""
         return [self.pipeline.run(step) for step in steps]
 
 
@@ -237,10 +238,7 @@ def all_steps(job: Job) -> None:
     from featurewatch.training.chain import chain_steps
 
     start = time.perf_counter()
-    results = []
-    for step in chain_steps(job.cfg, job.art, job.progress):
-        results.append(job.pipeline.run(step))
-    _report(results)
+    _report(job.run(chain_steps(job.cfg, job.art, job.progress)))
     _summary(job, time.perf_counter() - start)
 
 

@@ -148,8 +148,6 @@ def load_train_config(preset: str | None = None, file: str | Path | None = None,
 
 def describe(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved configuration as plain JSON-able data (for logs and `--show-config`)."""
-    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    out["saes"] = [dataclasses.asdict(s) for s in cfg.saes]
-    for key in ("corpus", "tokenizer", "lm", "activations", "evaluate", "analyze"):
-        out[key] = dataclasses.asdict(out[key])
+    out = dataclasses.asdict(cfg)
+    out["saes"] = list(out["saes"])
     return out

@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from featurewatch.errors import ConfigError
+from featurewatch.training.hooks import forward_to_hook
 
 NAME_LIMIT = 80
 
@@ -110,7 +111,6 @@ def rank_separating(positive: np.ndarray, negative: np.ndarray, top: int = 10
 def example_activations(model, tokenizer, dictionary, hook_point: str, texts: list[str], *,
                         progress: bool = False) -> np.ndarray:
     """Per-example max activation of every feature over the example's tokens, [n, d_sae]."""
-    from featurewatch.training.analyze import forward_to_hook
 
     limit = getattr(model.config, "max_position_embeddings", None) or 1024
     out = np.zeros((len(texts), dictionary.d_sae), dtype=np.float32)

@@ -79,7 +79,12 @@ def split_document(text: str, max_chars: int) -> list[str]:
 
 def is_validation(text: str, val_fraction: float) -> bool:
     """Deterministic split: the first 8 hex digits of sha256(text) as a fraction of 16**8."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16) < val_fraction * 16**8
+    return _digest_in_validation(hashlib.sha256(text.encode("utf-8")).digest(), val_fraction)
+
+
+def _digest_in_validation(digest: bytes, val_fraction: float) -> bool:
+    # The first 4 bytes of the digest are its first 8 hex digits.
+    return int.from_bytes(digest[:4], "big") < val_fraction * 16**8
 
 
 class _ShardWriter:
@@ -92,7 +97,8 @@ class _ShardWriter:
         self.documents = self.bytes = self._in_shard = 0
         self._fh = None
 
-    def write(self, text: str, source: int) -> None:
+    def write(self, text: str, source: int) -> int:
+        """Append one document; returns its size in UTF-8 bytes."""
         if self._fh is None or self._in_shard >= self.shard_bytes:
             self.close()
             name = f"shard_{len(self.shards):05d}.jsonl"
@@ -105,6 +111,7 @@ class _ShardWriter:
         self._in_shard += n
         self.bytes += n
         self.documents += 1
+        return n
 
     def close(self) -> None:
         if self._fh is not None:
@@ -143,10 +150,8 @@ class _Builder:
                     self.duplicates += 1
                     continue
                 self.seen.add(digest)
-                split = "val" if is_validation(piece, self.cfg.val_fraction) else "train"
-                before = self.writers[split].bytes
-                self.writers[split].write(piece, index)
-                added = self.writers[split].bytes - before
+                split = "val" if _digest_in_validation(digest, self.cfg.val_fraction) else "train"
+                added = self.writers[split].write(piece, index)
                 self.total += added
                 self.by_category[source.category] = self.by_category.get(source.category, 0) + added
                 self.bar.update(added)

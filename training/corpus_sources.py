@@ -39,6 +39,13 @@ class SourceText:
     category: str
     documents: list[str] = field(default_factory=list)
 
+    @classmethod
+    def of_file(cls, path: Path, data: bytes, encoding: str, category: str,
+                documents: list[str]) -> SourceText:
+        """The record of `path`, whose raw content is `data`."""
+        return cls(str(path), hashlib.sha256(data).hexdigest(), len(data), encoding, category,
+                   documents)
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -125,8 +132,8 @@ def read_candidate(cand: Candidate, root: Path) -> SourceText | None:
         docs = pydoc_topics(text) or [text]
     else:
         docs = [text]
-    return SourceText(str(cand.path), hashlib.sha256(data).hexdigest(), len(data), encoding,
-                      cand.category, [d for d in docs if d.strip()])
+    return SourceText.of_file(cand.path, data, encoding, cand.category,
+                              [d for d in docs if d.strip()])
 
 
 def _user_files(root: Path) -> Iterator[Path]:
@@ -158,8 +165,7 @@ def read_jsonl(path: Path, field_name: str) -> SourceText:
             raise CorpusError(f"{path}:{lineno}: field {field_name!r} is missing or not a string "
                               "(set corpus.jsonl_field)")
         docs.append(value)
-    return SourceText(str(path), hashlib.sha256(data).hexdigest(), len(data), "utf-8", "user",
-                      docs)
+    return SourceText.of_file(path, data, "utf-8", "user", docs)
 
 
 def read_parquet(path: Path, column: str) -> SourceText:
@@ -177,5 +183,4 @@ def read_parquet(path: Path, column: str) -> SourceText:
         raise CorpusError(f"{path}: column {column!r} has type {schema[column]}, not string")
     values = pl.read_parquet(path, columns=[column])[column].drop_nulls().to_list()
     data = path.read_bytes()
-    return SourceText(str(path), hashlib.sha256(data).hexdigest(), len(data), "parquet",
-                      "user", values)
+    return SourceText.of_file(path, data, "parquet", "user", values)

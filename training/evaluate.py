@@ -28,7 +28,7 @@ from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError, CorpusError, ModelError
 from featurewatch.training.density import density_summary, plot_density_histogram
 from featurewatch.training.dictionary import Dictionary
-from featurewatch.training.hooks import attach, resolve
+from featurewatch.training.hooks import attach, forward_to_hook, resolve
 
 __all__ = ["EvaluateConfig", "evaluate_dictionary", "plot_density_histogram"]
 
@@ -74,10 +74,6 @@ class EvaluateConfig:
             except RuntimeError:
                 raise ConfigError(f"evaluate: device={self.device!r} is not a torch device "
                                   "(e.g. cpu, cuda, cuda:1, auto)") from None
-
-
-class _StopForward(Exception):
-    """Raised in a hook to skip the rest of a forward pass once the activations are read."""
 
 
 @dataclass
@@ -162,20 +158,14 @@ def _activation_pass(model: nn.Module, dictionary: Dictionary, hook_point: str,
                      device: torch.device, progress: bool) -> _ActivationSums:
     sums = _ActivationSums.zeros(dictionary.d_in, dictionary.d_sae, device)
 
-    def observe(acts: torch.Tensor) -> None:
-        x_hat, f = dictionary(acts)
-        sums.update(acts, x_hat, f)
-        raise _StopForward
-
     bar = tqdm(total=n_contexts * tokens.shape[1], unit="tok", desc="evaluate: activations",
                disable=not progress, dynamic_ncols=True)
-    with bar, attach(model, hook_point, observe):
+    with bar:
         for ids in _batches(tokens, n_contexts, cfg.batch_size, device):
-            try:
-                with _autocast(device, cfg.autocast):
-                    model(input_ids=ids, use_cache=False)
-            except _StopForward:
-                pass
+            acts = forward_to_hook(model, hook_point, ids, autocast=cfg.autocast)
+            with _autocast(device, cfg.autocast):
+                x_hat, f = dictionary(acts)
+            sums.update(acts, x_hat, f)
             bar.update(ids.numel())
             live = sums.metrics()
             bar.set_postfix(mse=f"{live['mse']:.4g}", l0=f"{live['l0']:.1f}")

@@ -71,12 +71,6 @@ class SparseCodes:
         out[hit] = self.value[pos_c[hit]]
         return out
 
-    def to_csr(self) -> torch.Tensor:
-        """The codes as a torch CSR matrix [d, n_tokens] (rows = features)."""
-        crow = torch.from_numpy(self.starts())
-        return torch.sparse_csr_tensor(crow, torch.from_numpy(self.token),
-                                       torch.from_numpy(self.value), (self.d, self.n_tokens))
-
 
 def dictionary_encoder(dictionary, bf16: bool = True) -> Encoder:
     """The dictionary's encoder; with bf16 the weights are cast once and the pre-activations

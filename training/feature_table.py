@@ -106,12 +106,13 @@ def write_table(frame: pl.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read a features/neurons table; BundleError naming the file if missing or unreadable."""
+def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """Read a features/neurons table (only `columns`, if given); BundleError naming the file
+    if missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: file is missing; run `featurewatch train analyze` first")
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, columns=columns)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise BundleError(f"{path}: cannot read the feature table ({exc})") from None

@@ -90,12 +90,12 @@ def dictionary_id(path: Path) -> str:
     return str((cfg.get("featurewatch") or {}).get("dictionary_id") or path.name)
 
 
-def _table(cfg: FeaturesConfig, neurons: bool):
+def _table(path: Path, neurons: bool):
     from featurewatch.training.analyze import NEURONS_FILE
     from featurewatch.training.bundle import FEATURES_FILE
     from featurewatch.training.feature_table import read_table
 
-    return read_table(bundle_dir(cfg) / (NEURONS_FILE if neurons else FEATURES_FILE))
+    return read_table(path / (NEURONS_FILE if neurons else FEATURES_FILE))
 
 
 def _fmt(value: Any) -> str:
@@ -154,11 +154,12 @@ def _common(fn):
 def list_features(ctx, sort: str, neurons: bool, as_json: bool, **flags) -> None:
     """List features (or neurons) with density, max activation, label and score."""
     cfg = _config(ctx, **flags)
-    frame = _table(cfg, neurons).sort(sort, descending=sort != "feature", nulls_last=True)
+    path = bundle_dir(cfg)
+    frame = _table(path, neurons).sort(sort, descending=sort != "feature", nulls_last=True)
     cols = ["feature", "density", "max_activation", "interp_score", "label"]
     rows = frame.select(cols).head(cfg.top).to_dicts()
     _print_rows(rows, as_json, f"{'neurons' if neurons else 'features'} of "
-                f"{bundle_dir(cfg).name} ({frame.height} rows, sorted by {sort})")
+                f"{path.name} ({frame.height} rows, sorted by {sort})")
 
 
 @features.command("show", short_help="Show one feature's page in the terminal.")
@@ -173,9 +174,10 @@ def show(ctx, feature: int, neurons: bool, examples: int, as_json: bool, **flags
     from featurewatch.training.features_view import render_feature
 
     cfg = _config(ctx, **flags)
-    frame = _table(cfg, neurons)
+    path = bundle_dir(cfg)
+    frame = _table(path, neurons)
     if not 0 <= feature < frame.height:
-        raise ConfigError(f"feature {feature} is out of range: {bundle_dir(cfg).name} has "
+        raise ConfigError(f"feature {feature} is out of range: {path.name} has "
                           f"{frame.height} {'neurons' if neurons else 'features'}")
     row = frame.row(feature, named=True)
     if as_json:

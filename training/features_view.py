@@ -74,7 +74,7 @@ def contrastive(cfg: FeaturesConfig, positive: str, negative: str
     pos = example_activations(*args, pos_texts, progress=True)
     neg = example_activations(*args, neg_texts, progress=True)
     ranked = rank_separating(pos, neg, cfg.top)
-    labels = read_table(path / FEATURES_FILE)["label"].to_list() \
+    labels = read_table(path / FEATURES_FILE, ["label"])["label"].to_list() \
         if (path / FEATURES_FILE).is_file() else None
     if labels is not None and len(labels) != bundle.dictionary.d_sae:
         labels = None  # a stale table of an earlier dictionary: its labels name other features

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import torch
@@ -140,3 +140,25 @@ def capture(model: nn.Module, hook_point: str) -> Iterator[list[torch.Tensor]]:
 
     with attach(model, hook_point, keep):
         yield store
+
+
+class _Reached(Exception):
+    """Raised at the hook point by `forward_to_hook`: the layers after it are not needed."""
+
+
+def forward_to_hook(model: nn.Module, hook_point: str, batch: torch.Tensor, *,
+                    autocast: bool = False) -> torch.Tensor:
+    """Activations [B, T, d_in] at `hook_point` for token ids `batch` [B, T], without gradients;
+    the layers after the hook point are skipped. `autocast` runs the model in bf16."""
+    seen: list[torch.Tensor] = []
+
+    def stop(acts: torch.Tensor) -> None:
+        seen.append(acts.detach())
+        raise _Reached
+
+    with (attach(model, hook_point, stop), torch.no_grad(), suppress(_Reached),
+          torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=autocast)):
+        model(input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False)
+    if not seen:
+        raise ModelError(f"hook_point {hook_point!r} was not reached by the forward pass")
+    return seen[0]

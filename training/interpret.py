@@ -25,10 +25,9 @@ import numpy as np
 
 from featurewatch.errors import ConfigError
 from featurewatch.training.feature_stats import Example
-from featurewatch.training.offline_explainer import ExampleBatch, explain_batch
+from featurewatch.training.offline_explainer import MAX_LEVEL, ExampleBatch, explain_batch
 
 log = logging.getLogger(__name__)
-MAX_LEVEL = 9
 QUOTED = re.compile(r'("(?:[^"\\]|\\.)*")\s+(\d)')
 
 

@@ -236,16 +236,14 @@ def save_model(model, tokenizer_dir: str | Path, out_dir: str | Path, context_si
     """save_pretrained the model and the tokenizer (as PreTrainedTokenizerFast) side by side."""
     from transformers import PreTrainedTokenizerFast
 
-    from featurewatch.training.tokenizer import EOS_TOKEN, TOKENIZER_FILE
+    from featurewatch.training.tokenizer import EOS_TOKEN, tokenizer_file
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(out)
-    tok_file = Path(tokenizer_dir)
-    tok_file = tok_file / TOKENIZER_FILE if tok_file.is_dir() else tok_file
-    fast = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), eos_token=EOS_TOKEN,
-                                   bos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
-                                   model_max_length=context_size)
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file(tokenizer_dir)),
+                                   eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+                                   pad_token=EOS_TOKEN, model_max_length=context_size)
     fast.save_pretrained(out)
 
 

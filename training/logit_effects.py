@@ -34,15 +34,9 @@ class LogitEffects:
     neg_values: np.ndarray  # float32 [d, k]
 
 
-def _get(module: nn.Module, dotted: str) -> nn.Module:
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
-
-
 def final_norm(model: nn.Module) -> nn.Module:
     """The final normalisation layer before the unembedding."""
-    return _get(model, FINAL_NORMS[model_family(model)])
+    return model.get_submodule(FINAL_NORMS[model_family(model)])
 
 
 def _out_projection(model: nn.Module, hook_point: str) -> torch.Tensor | None:

@@ -117,17 +117,15 @@ class Pipeline:
         self.state = self._load_state()
 
     def _load_state(self) -> dict[str, Any]:
-        path = self.artifacts.state
+        path, empty = self.artifacts.state, {"version": STATE_VERSION, "steps": {}, "hashes": {}}
         if not path.is_file():
-            return {"version": STATE_VERSION, "steps": {}, "hashes": {}}
+            return empty
         try:
             state = json.loads(path.read_text())
         except json.JSONDecodeError:
             self.echo(f"warning: {path} is not valid JSON; every step will run")
-            return {"version": STATE_VERSION, "steps": {}, "hashes": {}}
-        if state.get("version") != STATE_VERSION:
-            return {"version": STATE_VERSION, "steps": {}, "hashes": {}}
-        return state
+            return empty
+        return state if state.get("version") == STATE_VERSION else empty
 
     def _save_state(self) -> None:
         self.artifacts.root.mkdir(parents=True, exist_ok=True)

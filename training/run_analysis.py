@@ -102,12 +102,14 @@ def read_or_analyze(work: BundleWork, path: Path) -> tuple[pl.DataFrame, SparseC
     return read_table(path / FEATURES_FILE), None
 
 
-def _write_browsers(paths: list[Path], analysis: dict[str, Any]) -> None:
-    """Rewrite each bundle's feature browser, which shows the run's split links."""
+def _write_browsers(paths: list[Path], analysis: dict[str, Any],
+                    tables: list[pl.DataFrame]) -> None:
+    """Rewrite each bundle's feature browser, which shows the run's split links; `tables` are
+    the bundles' features tables, already in memory."""
     from featurewatch.training.browser import write_browser
 
-    for path in paths:
-        write_browser(path, report=analysis)
+    for path, table in zip(paths, tables, strict=True):
+        write_browser(path, report=analysis, tables={"features": table})
 
 
 def run_sections(inputs: RunInputs, work: BundleWork, bundles: list[Path], *,
@@ -127,7 +129,7 @@ def run_sections(inputs: RunInputs, work: BundleWork, bundles: list[Path], *,
             codes = codes if codes is not None else work.dictionary_codes(bundle)
             levels.append(Level(bundle.dictionary_id, codes, table["label"].to_list(),
                                 table["density"].to_numpy()))
-    neurons = read_table(bundles[primary] / an.NEURONS_FILE)
+    neurons = read_table(bundles[primary] / an.NEURONS_FILE, ["interp_score"])
     by_id = {lv.dictionary_id: lv for lv in levels}
     analysis = {
         "interpretability": {"dictionary": loaded[primary].dictionary_id,
@@ -141,7 +143,7 @@ def run_sections(inputs: RunInputs, work: BundleWork, bundles: list[Path], *,
     }
     report.mkdir(parents=True, exist_ok=True)
     (report / ANALYSIS_FILE).write_text(json.dumps(analysis, indent=1))
-    _write_browsers(bundles, analysis)
+    _write_browsers(bundles, analysis, tables)
     return summary(analysis)
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from featurewatch.config import check_fields
 from featurewatch.errors import ConfigError
 
 Recipe = Literal["relu-l1-2023", "relu-l1-2024", "topk"]
@@ -104,9 +105,9 @@ def _validate(cfg: SaeConfig) -> None:
     _require(bool(cfg.name) and "/" not in cfg.name, "name", cfg.name,
              "must be a non-empty name without '/'")
     _require(cfg.recipe in RECIPES, "recipe", cfg.recipe, f"must be one of {list(RECIPES)}")
-    for name in ("d_sae", "steps", "batch_size", "init_rows", "resample_rows",
-                 "shuffle_chunk_rows", "shuffle_chunks", "log_every"):
-        _require(getattr(cfg, name) > 0, name, getattr(cfg, name), "must be positive")
+    check_fields(cfg, "sae", positive=("d_sae", "steps", "batch_size", "init_rows",
+                                       "resample_rows", "shuffle_chunk_rows", "shuffle_chunks",
+                                       "log_every"))
     for name in ("lr", "decoder_init_norm"):
         value = getattr(cfg, name)
         _require(value is None or value > 0, name, value, "must be positive")

@@ -39,10 +39,14 @@ class LossOut(NamedTuple):
     """Named loss terms (detached), for the history."""
 
 
+def encoder_bias(d: Dictionary, pre_bias: bool) -> torch.Tensor:
+    """The encoder bias; with `pre_bias`, b_enc − b_dec W_enc (x − b_dec folded into it)."""
+    return d.b_enc - d.b_dec @ d.W_enc if pre_bias else d.b_enc
+
+
 def encoder_pre(d: Dictionary, x: torch.Tensor, pre_bias: bool) -> torch.Tensor:
     """Encoder pre-activations; with `pre_bias`, of x − b_dec (folded into the bias)."""
-    bias = d.b_enc - d.b_dec @ d.W_enc if pre_bias else d.b_enc
-    return torch.addmm(bias, x, d.W_enc)
+    return torch.addmm(encoder_bias(d, pre_bias), x, d.W_enc)
 
 
 def remove_parallel_grad(w: torch.Tensor) -> None:
@@ -238,8 +242,8 @@ class ReluCoder(torch.autograd.Function):
 
 
 def _relu_parts(d: Dictionary, x: torch.Tensor, pre_bias: bool, stats: bool):
-    bias = d.b_enc - d.b_dec @ d.W_enc if pre_bias else d.b_enc
-    x_hat, f_sum, f = ReluCoder.apply(x, d.W_enc, bias, d.W_dec, d.b_dec, _compute_dtype(x))
+    x_hat, f_sum, f = ReluCoder.apply(x, d.W_enc, encoder_bias(d, pre_bias), d.W_dec, d.b_dec,
+                                      _compute_dtype(x))
     err = x_hat.float() - x
     l0 = (f > 0).sum(dtype=torch.float32) / x.shape[0] if stats else None
     return err, f_sum, l0

@@ -15,6 +15,7 @@ import numpy as np
 
 from featurewatch.training import corpus_sources
 from featurewatch.training.config import TrainConfig
+from featurewatch.training.corpus import MANIFEST_FILE
 from featurewatch.training.pipeline import Artifacts, Step
 from featurewatch.training.tokenizer import TOKENIZER_FILE
 
@@ -35,7 +36,7 @@ def _listing_digest(paths: list[Path]) -> str:
 
 
 def corpus_step(cfg: TrainConfig, art: Artifacts, progress: bool = True) -> Step:
-    from featurewatch.training.corpus import MANIFEST_FILE, build_corpus
+    from featurewatch.training.corpus import build_corpus
 
     roots = [Path(s) for s in cfg.corpus.sources] or [corpus_sources.stdlib_dir()]
 
@@ -52,7 +53,6 @@ def corpus_step(cfg: TrainConfig, art: Artifacts, progress: bool = True) -> Step
 
 
 def tokenizer_step(cfg: TrainConfig, art: Artifacts, progress: bool = True) -> Step:
-    from featurewatch.training.corpus import MANIFEST_FILE
     from featurewatch.training.tokenizer import tokenize_corpus, train_tokenizer
 
     def run() -> dict[str, Any]:
@@ -110,7 +110,7 @@ def tokens_for_model(art: Artifacts, directory: Path, tokenizer, split: str,
         return load_tokens(art.tokens, split)
     key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]
     cache = art.tokens / f"model-{key}" / f"{split}-{context_size}.npy"
-    if cache.is_file() and os.path.getmtime(cache) >= os.path.getmtime(art.corpus / "manifest.json"):
+    if cache.is_file() and os.path.getmtime(cache) >= os.path.getmtime(art.corpus / MANIFEST_FILE):
         return np.load(cache, mmap_mode="r")
     tokens = encode_split(tokenizer.backend_tokenizer, art.corpus, split, context_size,
                           eos_id=tokenizer.eos_token_id, progress=progress)
@@ -147,6 +147,6 @@ def activations_step(cfg: TrainConfig, art: Artifacts, progress: bool = True) ->
 
     inputs = model_files(directory) if directory.is_dir() else (directory / "config.json",)
     return Step(f"activations:{cfg.activations.hook_point}", run, config=cfg.activations,
-                inputs=(*inputs, art.corpus / "manifest.json",
+                inputs=(*inputs, art.corpus / MANIFEST_FILE,
                         *[p for p in (art.tokens / "train.npy",) if p.is_file()]),
                 outputs=(out / POOL_FILE,), missing_hint=LM_HINT)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from featurewatch.errors import ConfigError
+from featurewatch.training.activation_pool import POOL_FILE
 from featurewatch.training.config import TrainConfig
 from featurewatch.training.pipeline import Artifacts, Step
 from featurewatch.training.steps import model_dir, model_files
@@ -33,7 +34,7 @@ def pool_path(cfg: TrainConfig, art: Artifacts, override: str | Path | None = No
 
 
 def _pool_input(path: Path) -> Path:
-    return path / "pool.json" if path.is_dir() or not path.suffix else path
+    return path / POOL_FILE if path.is_dir() or not path.suffix else path
 
 
 def _binding_for(pool_meta: dict[str, Any], cfg: TrainConfig, art: Artifacts) -> dict[str, str]:

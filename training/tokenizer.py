@@ -80,12 +80,17 @@ def train_tokenizer(cfg: TokenizerConfig, corpus_dir: str | Path, out_dir: str |
     return out / TOKENIZER_FILE
 
 
+def tokenizer_file(path: str | Path) -> Path:
+    """`path` itself, or the tokenizer.json inside it when it is a directory."""
+    path = Path(path)
+    return path / TOKENIZER_FILE if path.is_dir() else path
+
+
 def load_tokenizer(path: str | Path):
     """A `tokenizers.Tokenizer` from a tokenizer.json file or a directory holding one."""
     from tokenizers import Tokenizer
 
-    path = Path(path)
-    file = path / TOKENIZER_FILE if path.is_dir() else path
+    file = tokenizer_file(path)
     try:
         return Tokenizer.from_file(str(file))
     except Exception as exc:  # the Rust side raises a bare Exception
@@ -128,6 +133,7 @@ def tokenize_corpus(cfg: TokenizerConfig, corpus_dir: str | Path, tokenizer_path
                     tokens_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     """Write tokens/train.npy and tokens/val.npy; returns counts (also in tokens/stats.json)."""
     tokenizer = load_tokenizer(tokenizer_path)
+    splits = read_manifest(corpus_dir)["splits"]
     out = Path(tokens_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -139,7 +145,7 @@ def tokenize_corpus(cfg: TokenizerConfig, corpus_dir: str | Path, tokenizer_path
         np.save(out / f"{split}.npy", tokens)
         stats[f"{split}_contexts"] = int(tokens.shape[0])
         stats[f"{split}_tokens"] = int(tokens.size)
-        corpus_bytes += read_manifest(corpus_dir)["splits"][split]["bytes"]
+        corpus_bytes += splits[split]["bytes"]
     total = stats["train_tokens"] + stats["val_tokens"]
     stats["bytes_per_token"] = round(corpus_bytes / max(total, 1), 3)
     stats["seconds"] = round(time.perf_counter() - start, 2)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from featurewatch.errors import ConfigError
-from featurewatch.training.bundle import Bundle, load_bundle, model_binding, save_bundle
+from featurewatch.training.activation_pool import POOL_FILE
+from featurewatch.training.bundle import (
+    CFG_FILE,
+    Bundle,
+    load_bundle,
+    model_binding,
+    save_bundle,
+)
 from featurewatch.training.bundle_analysis import BundleWork
 from featurewatch.training.feature_stats import SparseCodes
 
@@ -43,7 +50,7 @@ def _activations_config(inputs, hook_point: str) -> Any:
     if inputs.train_cfg is not None:
         base = inputs.train_cfg.activations
     else:  # the settings model A's pool was harvested with
-        pool = inputs.root / "activations" / hook_point / "pool.json"
+        pool = inputs.root / "activations" / hook_point / POOL_FILE
         recorded = json.loads(pool.read_text()).get("config", {}) if pool.is_file() else {}
         base = load_config(ActivationsConfig, overrides=recorded)
     return dataclasses.replace(base, model_dir="", hook_point=hook_point)
@@ -55,7 +62,7 @@ def _sae_config(bundle: Bundle) -> Any:
 
     recorded = bundle.cfg["featurewatch"].get("sae_config")
     if not isinstance(recorded, dict):
-        raise ConfigError(f"{bundle.path / 'cfg.json'}: no featurewatch.sae_config recorded, "
+        raise ConfigError(f"{bundle.path / CFG_FILE}: no featurewatch.sae_config recorded, "
                           "so a matching dictionary cannot be trained on model B")
     return load_config(SaeConfig, overrides=recorded)
 
@@ -82,7 +89,7 @@ def prepare_model_b(inputs, primary: Bundle, *, progress: bool = True) -> tuple[
         "sae": dataclasses.asdict(sae_cfg), "tokens": _stat(root / "tokens" / "train.npy")}))
     state = work / INPUTS_FILE
     if state.is_file() and json.loads(state.read_text()) == fingerprint \
-            and (bundle_dir / "cfg.json").is_file() and (model_dir / "config.json").is_file():
+            and (bundle_dir / CFG_FILE).is_file() and (model_dir / "config.json").is_file():
         return model_dir, bundle_dir
     train, val = load_tokens(root / "tokens", "train"), load_tokens(root / "tokens", "val")
     train_lm(lm_b, train, val, root / "tokenizer", model_dir, seed=lm_b.seed, progress=progress)

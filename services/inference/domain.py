@@ -104,9 +104,7 @@ class GenerationSummary:
 class DictionarySpec:
     """What validation needs to know about a loaded dictionary."""
 
-    dictionary_id: str
     d_sae: int
-    hook_point: str
     max_activation: Callable[[int], float | None]
 
 

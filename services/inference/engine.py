@@ -189,8 +189,8 @@ class Engine:
         for i, row in enumerate(rows):
             for dictionary_id, row_edits in row.edits.items():
                 edits.setdefault(dictionary_id, {})[i] = row_edits
-        encode = bool(edits) or any(r.request.traced for r in rows)
-        return PassPlan(positions=positions, encode=encode, edits=edits)
+        return PassPlan(positions=positions, trace=any(r.request.traced for r in rows),
+                        edits=edits)
 
     def _prefill(self, row: _Row) -> None:
         ids = row.request.prompt_ids
@@ -202,13 +202,14 @@ class Engine:
         self.steps += 1
         row.handle.steps += 1
         row.length = len(ids)
-        features = {d: f[0] for d, f in plan.features.items()}
+        req = row.request
+        # each dictionary's features scanned once, for the tallies and the prompt's traces alike
+        shown = req.filter.dictionaries if req.include_prompt else ()
+        entries = {d: nonzero_rows(plan.features[d][0]) for d in {*row.tallies, *shown}}
         if row.tallies:
-            self._count(row, {d: [fired(e) for e in nonzero_rows(features[d])]
-                              for d in row.tallies})
-        if row.request.include_prompt:
-            for token in self._prompt_tokens(input_ids[0], out.logits[0], features,
-                                             row.request.filter):
+            self._count(row, {d: [fired(e) for e in entries[d]] for d in row.tallies})
+        if req.include_prompt:
+            for token in self._prompt_tokens(input_ids[0], out.logits[0], entries, req.filter):
                 self._outbox.put(row.handle, token)
         self._after_logits(row, out.logits[0, -1])
         if not row.done:
@@ -239,6 +240,8 @@ class Engine:
         """Per row, for the token just fed: reported traces and fired features per dictionary."""
         traces: list[dict] = [{} for _ in rows]
         fires: list[dict] = [{} for _ in rows]
+        if not plan.trace:  # encoded only to steer: nothing to report or count
+            return traces, fires
         for dictionary_id, f in plan.features.items():
             for i, entry in enumerate(nonzero_rows(f[:, -1])):
                 request = rows[i].request
@@ -297,11 +300,13 @@ class Engine:
             self._finish(row, "length")
 
     def _prompt_tokens(self, ids: torch.Tensor, logits: torch.Tensor,
-                       features: dict[str, torch.Tensor], filt: FeatureFilter) -> list[TokenOut]:
-        """Tokens ids [T] of one sequence with their logprobs (logits [T, vocab]) and traces."""
+                       entries: dict[str, list[SparseTrace]], filt: FeatureFilter
+                       ) -> list[TokenOut]:
+        """Tokens ids [T] of one sequence with their logprobs (logits [T, vocab]) and traces
+        (`entries`: per dictionary, the `nonzero_rows` of its features [T, d_sae])."""
         logprobs = [0.0, *torch.log_softmax(logits[:-1].float(), dim=-1)
                     .gather(1, ids[1:, None]).flatten().tolist()]
-        traces = _position_traces(features, filt)
+        traces = _position_traces(entries, filt, len(ids))
         detok = Detokenizer(self.runtime.tokenizer)
         return [TokenOut(token, detok.push(token), logprobs[pos], pos, True, traces[pos])
                 for pos, token in enumerate(ids.tolist())]
@@ -352,14 +357,13 @@ class Engine:
         plan = PassPlan(positions=torch.arange(ids.shape[1]).unsqueeze(0))
         out = self.router.run(plan, self.runtime.model, input_ids=ids, use_cache=False)
         self.steps += 1
-        return self._prompt_tokens(ids[0], out.logits[0],
-                                   {d: f[0] for d, f in plan.features.items()}, request.filter)
+        entries = {d: nonzero_rows(plan.features[d][0]) for d in request.filter.dictionaries}
+        return self._prompt_tokens(ids[0], out.logits[0], entries, request.filter)
 
 
-def _position_traces(features: dict[str, torch.Tensor], filt: FeatureFilter
+def _position_traces(entries: dict[str, list[SparseTrace]], filt: FeatureFilter, n: int
                      ) -> list[dict[str, SparseTrace]]:
-    """Per position of one sequence (features [T, d_sae] per dictionary): reported traces."""
-    per_dict = {d: [select(e, filt) for e in nonzero_rows(features[d])]
-                for d in filt.dictionaries}
-    n = next(iter(features.values())).shape[0]
+    """Per position of one sequence of n tokens (its `nonzero_rows` per dictionary): reported
+    traces."""
+    per_dict = {d: [select(e, filt) for e in entries[d]] for d in filt.dictionaries}
     return [{d: traces[i] for d, traces in per_dict.items()} for i in range(n)]

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from featurewatch.errors import BundleError
+from featurewatch.training.feature_table import read_table
 
 SUMMARY_COLUMNS = ("feature", "label", "density", "max_activation", "interp_score")
 
@@ -37,10 +38,7 @@ class FeatureTable:
         """Load `path` if it exists (else an empty table); BundleError if it is unreadable."""
         if not path.is_file():
             return cls(d_sae)
-        try:
-            frame = pl.read_parquet(path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise BundleError(f"{path}: cannot read the feature table ({exc})") from None
+        frame = read_table(path)
         if "feature" not in frame.columns:
             raise BundleError(f"{path}: missing column 'feature'")
         return cls(d_sae, frame, path)

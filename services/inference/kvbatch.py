@@ -90,12 +90,12 @@ class DecodeBatch:
         self.cache, self.mask = build_cache(kv), mask[:, start:]
 
     def step(self, model: torch.nn.Module, cache_arg: str, tokens: list[int],
-             positions: list[int], **extra) -> torch.Tensor:
+             positions: list[int]) -> torch.Tensor:
         """Feed one token per row at its position; the logits [B, vocab] of the next token."""
         assert self.mask is not None and len(tokens) == self.size
         mask = torch.cat([self.mask, torch.ones(self.size, 1, dtype=torch.long)], dim=1)
         out = model(input_ids=torch.tensor(tokens).unsqueeze(1), attention_mask=mask,
                     position_ids=torch.tensor(positions).unsqueeze(1), use_cache=True,
-                    **{cache_arg: self.cache}, **extra)
+                    **{cache_arg: self.cache})
         self.cache, self.mask = output_cache(out), mask
         return out.logits[:, -1]

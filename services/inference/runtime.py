@@ -18,6 +18,7 @@ from featurewatch.services.inference.features import FeatureTable
 from featurewatch.training import hooks
 from featurewatch.training.bundle import Bundle, ModelBinding, load_bundle, model_binding
 from featurewatch.training.dictionary import Dictionary
+from featurewatch.training.lm import load_model
 
 FALLBACK_CONTEXT = 2048
 
@@ -50,7 +51,6 @@ class LoadedDictionary:
 class Runtime:
     """The loaded model and dictionaries."""
 
-    model_dir: Path
     model: torch.nn.Module
     tokenizer: object
     binding: ModelBinding
@@ -62,27 +62,6 @@ class Runtime:
     @property
     def model_type(self) -> str:
         return str(getattr(self.model.config, "model_type", ""))
-
-
-def _load_model(model_dir: Path):
-    try:
-        from featurewatch.training.lm import load_model
-    except ImportError:  # the training package is optional for a serving-only install
-        return _load_hf(model_dir)
-    return load_model(model_dir)
-
-
-def _load_hf(model_dir: Path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from featurewatch.errors import ModelError
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelError(f"{model_dir}: cannot load model/tokenizer ({exc})") from None
-    return model.eval(), tokenizer
 
 
 def _context_length(model, tokenizer) -> int:
@@ -123,7 +102,7 @@ def load_runtime(cfg: InferenceConfig) -> Runtime:
         torch.set_num_threads(cfg.torch_threads)
     model_dir = Path(cfg.model)
     binding = model_binding(model_dir)
-    model, tokenizer = _load_model(model_dir)
+    model, tokenizer = load_model(model_dir)
     model.requires_grad_(False)
     loaded: dict[str, LoadedDictionary] = {}
     for path in cfg.dictionaries:
@@ -133,7 +112,7 @@ def load_runtime(cfg: InferenceConfig) -> Runtime:
                               f"{entry.dictionary_id!r} ({loaded[entry.dictionary_id].bundle.path}"
                               f", {entry.bundle.path})")
         loaded[entry.dictionary_id] = entry
-    return Runtime(model_dir, model, tokenizer, binding, loaded,
+    return Runtime(model, tokenizer, binding, loaded,
                    _context_length(model, tokenizer), int(model.config.vocab_size),
                    _eos_ids(model, tokenizer))
 
@@ -147,8 +126,7 @@ def serving_spec(runtime: Runtime, cfg: InferenceConfig) -> ServingSpec:
                     default_new_tokens=cfg.default_new_tokens,
                     max_stop_strings=cfg.max_stop_strings, context_length=context,
                     vocab_size=runtime.vocab_size)
-    specs = {d.dictionary_id: DictionarySpec(d.dictionary_id, d.d_sae, d.hook_point,
-                                             d.features.max_activation)
+    specs = {d.dictionary_id: DictionarySpec(d.d_sae, d.features.max_activation)
              for d in runtime.dictionaries.values()}
     tokenizer = runtime.tokenizer
 

@@ -7,6 +7,7 @@ edited features change what the rest of the model sees.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 
@@ -22,16 +23,13 @@ def position_mask(edit: SteeringEdit, positions: torch.Tensor) -> torch.Tensor:
     return torch.isin(positions, wanted)
 
 
-def applies(edits: Sequence[SteeringEdit], positions: torch.Tensor) -> bool:
-    """Whether any edit touches any of `positions` (skip steering a forward pass otherwise)."""
-    return any(bool(position_mask(e, positions).any()) for e in edits)
-
-
-def edit_features(f: torch.Tensor, edits: Sequence[SteeringEdit],
-                  positions: torch.Tensor) -> torch.Tensor:
-    """Apply `edits` in order to feature activations f [T, d_sae] at absolute `positions` [T]."""
-    for edit in edits:
-        rows = position_mask(edit, positions)
+def edit_features(f: torch.Tensor, edits: Sequence[SteeringEdit], positions: torch.Tensor,
+                  masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """Apply `edits` in order to feature activations f [T, d_sae] at absolute `positions` [T]
+    (`masks`: their `position_mask`s, when the caller has them already)."""
+    if masks is None:
+        masks = [position_mask(e, positions) for e in edits]
+    for edit, rows in zip(edits, masks, strict=True):
         column = f[rows, edit.feature]
         if edit.mode == "clamp":
             column = torch.full_like(column, edit.value)
@@ -51,12 +49,15 @@ def steer_rows(dictionary: Dictionary, x: torch.Tensor, f: torch.Tensor,
     Returns the activations to continue the forward pass with and the features after the edits
     (what the trace reports). Rows without an applicable edit are left bit-for-bit unchanged.
     """
-    steered = [(r, e) for r, e in row_edits.items() if applies(e, positions[r])]
+    steered = []
+    for row, edits in row_edits.items():
+        masks = [position_mask(e, positions[row]) for e in edits]  # once per edit and pass
+        if any(bool(m.any()) for m in masks):
+            steered.append((row, edits, masks))
     if not steered:
         return x, f
     x, f = x.clone(), f.clone()
-    for row, edits in steered:
-        x_row, f_row = dictionary.steer(
-            x[row], lambda feats, e=edits, p=positions[row]: edit_features(feats, e, p))
-        x[row], f[row] = x_row, f_row
+    for row, edits, masks in steered:
+        edit = partial(edit_features, edits=edits, positions=positions[row], masks=masks)
+        x[row], f[row] = dictionary.steer(x[row], edit)
     return x, f

@@ -19,7 +19,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import redis
 
@@ -182,6 +182,6 @@ class AggregateReader:
             kind, _, feature = name.partition(":")
             if kind in per_feature and feature:
                 per_feature[kind][int(feature)] = value
-        scalars = {k: raw.get(k, 0) for k in
-                   ("tokens", "events", "duplicates", "dead_lettered", "deleted", "late")}
+        scalars = {f.name: raw.get(f.name, 0) for f in fields(Totals)
+                   if f.name not in per_feature}
         return Totals(**scalars, **per_feature)

@@ -11,13 +11,13 @@ import functools
 import logging
 
 import grpc
-import redis
 from google.protobuf.duration_pb2 import Duration
 
 from featurewatch.errors import FlagError, InvalidRequest
 from featurewatch.services.monitor.aggregates import AggregateReader
 from featurewatch.services.monitor.dictionaries import DictionaryRegistry
-from featurewatch.services.monitor.flags import Flag, FlagStore
+from featurewatch.services.monitor.flags import DEFAULT_SEVERITY, Flag, FlagStore
+from featurewatch.services.monitor.ingest import REDIS_ERRORS
 from featurewatch.v1 import monitor_pb2, monitor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def flag_from_pb(msg: monitor_pb2.Flag) -> Flag:
         raise FlagError(f"field 'severity'={msg.severity} is not a Severity value",
                         field="severity")
     return Flag(dictionary_id=msg.dictionary_id, feature=msg.feature, name=msg.name,
-                severity=SEVERITY_NAMES.get(msg.severity, "warning"),
+                severity=SEVERITY_NAMES.get(msg.severity, DEFAULT_SEVERITY),
                 min_activation=msg.min_activation, runbook_url=msg.runbook_url)
 
 
@@ -58,7 +58,7 @@ def rpc(method):
             code = (grpc.StatusCode.OUT_OF_RANGE if exc.out_of_range
                     else grpc.StatusCode.INVALID_ARGUMENT)
             context.abort(code, str(exc))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("%s: redis unavailable: %s", method.__name__, exc)
             context.abort(grpc.StatusCode.UNAVAILABLE, f"redis unavailable: {exc}")
 

@@ -7,7 +7,7 @@ and carries the dictionary's hash tag, so the script runs unchanged on Redis Clu
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 
 import numpy as np
@@ -76,8 +76,8 @@ class ApplyResult:
     deleted: int = 0
 
     def __iadd__(self, other: ApplyResult) -> ApplyResult:
-        for name in ("applied", "duplicates", "dead_lettered", "increments", "deleted"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     @property

@@ -8,7 +8,6 @@ dictionary's `meta` hash so every replica agrees).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +136,3 @@ class DictionaryRegistry:
         info = self.bundles.get(dictionary_id)
         return None if info is None else info.density
 
-
-def is_finite_number(value: object) -> bool:
-    """True for an int/float that is not NaN or infinite (bool excluded)."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))

@@ -20,7 +20,8 @@ from featurewatch.v1 import trace_pb2
 DSaeLookup = Callable[[int], int | None]
 
 
-def _entry_id(raw: bytes | str) -> str:
+def as_str(raw: bytes | str) -> str:
+    """A Redis reply value (entry id, consumer or group name) as str."""
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
@@ -81,7 +82,7 @@ def decode_entry(entry_id: bytes | str, fields: dict | None, dictionary_id: str,
                  d_sae_of: DSaeLookup, layout: BucketLayout, now: float,
                  batch: Batch) -> None:
     """Append the entry to `batch` as good, bad or gone (deleted from the stream)."""
-    entry = _entry_id(entry_id)
+    entry = as_str(entry_id)
     if not fields:
         batch.gone.append(entry)
         return

@@ -19,7 +19,7 @@ from featurewatch.contracts import trace_stream_key
 from featurewatch.services.monitor.aggregates import BucketLayout
 from featurewatch.services.monitor.applier import Applier, ApplyResult, BadEvent, Batch
 from featurewatch.services.monitor.dictionaries import DictionaryRegistry
-from featurewatch.services.monitor.events import decode_entry
+from featurewatch.services.monitor.events import as_str, decode_entry
 
 log = logging.getLogger(__name__)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
@@ -79,16 +79,15 @@ class StreamWorker:
     def _d_sae(self, event_d_sae: int) -> int | None:
         # A dictionary's d_sae never changes: once known it is not read from Redis again.
         if self._known_d_sae is None:
-            known = self.registry.d_sae(self.dictionary_id)
-            if known is None and event_d_sae > 0:
-                known = self.registry.learn_d_sae(self.dictionary_id, event_d_sae)
-            self._known_d_sae = known
+            # learn_d_sae returns the known value when there is one: no separate lookup first.
+            self._known_d_sae = (self.registry.learn_d_sae(self.dictionary_id, event_d_sae)
+                                 if event_d_sae > 0 else self.registry.d_sae(self.dictionary_id))
         return self._known_d_sae
 
     def process(self, entries: list, deleted: list | None = None) -> ApplyResult:
         """Decode `entries` [(id, fields)] and apply them (plus `deleted` ids) in one call."""
         now = self.clock()
-        batch = Batch(gone=[i.decode() if isinstance(i, bytes) else i for i in deleted or ()])
+        batch = Batch(gone=[as_str(i) for i in deleted or ()])
         for entry_id, fields in entries:
             decode_entry(entry_id, fields, self.dictionary_id, self._d_sae, self.layout, now,
                          batch)
@@ -131,8 +130,7 @@ class StreamWorker:
             result = self.process(entries)
             self.stats.add(result)
             total += result
-            last = entries[-1][0]
-            start = last.decode() if isinstance(last, bytes) else last
+            start = as_str(entries[-1][0])
         return total
 
     def poll(self, block_ms: int | None) -> ApplyResult:
@@ -166,7 +164,7 @@ class StreamWorker:
         """Remove other consumers idle longer than consumer_expiry_s with nothing pending."""
         removed = []
         for info in self.client.xinfo_consumers(self.stream, self.group):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            name = as_str(info["name"])
             if (name != self.consumer and info["pending"] == 0
                     and info["idle"] > self.consumer_expiry_ms):
                 self.client.xgroup_delconsumer(self.stream, self.group, name)

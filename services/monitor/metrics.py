@@ -22,6 +22,7 @@ from featurewatch.contracts import trace_stream_key
 from featurewatch.services.monitor.aggregates import AggregateReader, Totals, WindowCounts
 from featurewatch.services.monitor.dictionaries import DictionaryRegistry
 from featurewatch.services.monitor.drift import firing_drift
+from featurewatch.services.monitor.events import as_str
 from featurewatch.services.monitor.flags import Flag, FlagStore
 from featurewatch.services.monitor.ingest import WorkerStats
 
@@ -149,8 +150,7 @@ class MonitorCollector(Collector):
         except redis.ResponseError:  # the stream does not exist yet
             groups = []
         for group in groups:
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name != self.options.group:
+            if as_str(group["name"]) != self.options.group:
                 continue
             lag = group.get("lag")
             if lag is None:  # unknown after deletions: the stream length bounds it

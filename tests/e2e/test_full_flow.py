@@ -15,50 +15,38 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from dashboard_build import load_build
 from servers import wait_until
 
+from featurewatch.services.monitor.alerts import FLAG_ALERT as ALERT
 from featurewatch.stack import featurewatch_argv, find_binary, port_is_free
 from featurewatch.up_demo import Profile, choose_control, choose_target
-from featurewatch.up_observe import prometheus_api
+from featurewatch.up_observe import WebhookReceiver, prometheus_api
 
 # The first test to use the session fixture pays for the tiny training (slow on a busy host).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
-ALERT = "FlaggedFeatureFiring"
 ANY_PORT = [arg for name in ("redis", "grpc", "inference-metrics", "monitor", "monitor-metrics",
                              "prometheus", "alertmanager") for arg in (f"--{name}-port", "0")]
 
 
-class Webhook:
+class Webhook(WebhookReceiver):
     """This test's own Alertmanager webhook receiver: every POSTed payload, in order."""
 
     def __init__(self) -> None:
-        payloads: list[dict] = []
-        self.payloads = payloads
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                payloads.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        super().__init__(path="/hook")
+        self.payloads: list[dict] = []
+        self.start()
 
     def alerts(self) -> list[dict]:
-        return [a for p in list(self.payloads) for a in p["alerts"]]
+        while (delivery := self.next(0)) is not None:
+            self.payloads.append(delivery.payload)
+        return [a for p in self.payloads for a in p["alerts"]]
 
 
 def read_state(run_dir: Path) -> dict:
@@ -137,7 +125,7 @@ def up(tiny_training, tmp_path_factory) -> Iterator[Up]:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        webhook.server.shutdown()
+        webhook.stop()
 
 
 def test_up_help_lists_its_options() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from featurewatch.stack import featurewatch_argv
 from featurewatch.training.bundle import load_bundle, model_binding
 from featurewatch.training.presets import preset_values
 
@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 def _train_all(artifacts: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from featurewatch.cli import main; main()", "train", "all",
-         "--preset", "tiny", "--artifacts", str(artifacts), "--quiet"],
+        featurewatch_argv("train", "all", "--preset", "tiny", "--artifacts", str(artifacts),
+                          "--quiet"),
         capture_output=True, text=True, timeout=900)
 
 

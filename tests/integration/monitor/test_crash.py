@@ -16,6 +16,7 @@ import threading
 import time
 
 import pytest
+from servers import wait_until
 from trace_events import Expected, publish, random_events, write_bundle
 
 from featurewatch.contracts import trace_stream_key
@@ -67,11 +68,7 @@ def start_monitor(redis_url: str, bundle, consumer: str, log) -> subprocess.Pope
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.02)
+    wait_until(predicate, timeout, what, interval=0.02)
 
 
 def test_kill_9_during_ingestion_loses_nothing_and_counts_nothing_twice(

@@ -9,6 +9,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
+import servers
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 from servers import require_binary
@@ -27,11 +28,7 @@ DENSITY = np.linspace(0.001, 0.2, 100)
 
 
 def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
+    servers.wait_until(predicate, timeout, "condition not reached", interval=0.05)
 
 
 def start(redis_server, tmp_path, **fields) -> MonitorServer:

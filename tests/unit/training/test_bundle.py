@@ -47,10 +47,20 @@ def edit_cfg(path: Path, edit) -> None:
     (path / CFG_FILE).write_text(json.dumps(cfg))
 
 
+def edit_binding(path: Path, edit) -> None:
+    edit_cfg(path, lambda cfg: edit(cfg["featurewatch"]))
+
+
 def edit_tensors(path: Path, edit) -> None:
     tensors = load_file(str(path / WEIGHTS_FILE))
     edit(tensors)
     save_file(tensors, str(path / WEIGHTS_FILE))
+
+
+def missing(edit, names: tuple[str, ...], why: str) -> list:
+    """Cases for test_missing_entry: drop `name` with `edit`, expect `why` (name filled in)."""
+    return [pytest.param(edit, name, why.format(name), id=f"{edit.__name__}-{name}")
+            for name in names]
 
 
 @pytest.mark.parametrize(("architecture", "k"), [("standard", None), ("topk", 3),
@@ -81,7 +91,7 @@ def test_round_trip(tmp_path: Path, architecture: str, k: int | None) -> None:
 
 def test_dictionary_id_defaults_to_directory_name(tmp_path: Path) -> None:
     path = write(tmp_path)
-    edit_cfg(path, lambda cfg: cfg["featurewatch"].pop("dictionary_id"))
+    edit_binding(path, lambda fw: fw.pop("dictionary_id"))
     assert load_bundle(path).dictionary_id == "bundle"
     assert load_bundle(path).metrics == {}
 
@@ -108,19 +118,18 @@ def test_invalid_cfg(tmp_path: Path, text: str, why: str) -> None:
         load_bundle(path)
 
 
-@pytest.mark.parametrize("field", ["architecture", "d_in", "d_sae", "hook_name"])
-def test_missing_cfg_field(tmp_path: Path, field: str) -> None:
+@pytest.mark.parametrize(("edit", "name", "match"), [
+    *missing(edit_cfg, ("architecture", "d_in", "d_sae", "hook_name"),
+             r"cfg\.json: missing field '{}'"),
+    *missing(edit_binding, ("model_id", "model_weights_sha256", "hook_point"),
+             r"cfg\.json: missing field 'featurewatch\.{}'"),
+    *missing(edit_tensors, ("W_enc", "b_enc", "W_dec", "b_dec"),
+             r"safetensors: missing tensor '{}'"),
+])
+def test_missing_entry(tmp_path: Path, edit, name: str, match: str) -> None:
     path = write(tmp_path)
-    edit_cfg(path, lambda cfg: cfg.pop(field))
-    with pytest.raises(BundleError, match=rf"cfg\.json: missing field '{field}'"):
-        load_bundle(path)
-
-
-@pytest.mark.parametrize("field", ["model_id", "model_weights_sha256", "hook_point"])
-def test_missing_binding_field(tmp_path: Path, field: str) -> None:
-    path = write(tmp_path)
-    edit_cfg(path, lambda cfg: cfg["featurewatch"].pop(field))
-    with pytest.raises(BundleError, match=rf"cfg\.json: missing field 'featurewatch\.{field}'"):
+    edit(path, lambda entries: entries.pop(name))
+    with pytest.raises(BundleError, match=match):
         load_bundle(path)
 
 
@@ -153,14 +162,6 @@ def test_corrupt_weights(tmp_path: Path, damage: str) -> None:
     weights.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00\xff" * 64,
                          "empty": b""}[damage])
     with pytest.raises(BundleError, match=r"sae_weights\.safetensors: corrupt safetensors"):
-        load_bundle(path)
-
-
-@pytest.mark.parametrize("tensor", ["W_enc", "b_enc", "W_dec", "b_dec"])
-def test_missing_tensor(tmp_path: Path, tensor: str) -> None:
-    path = write(tmp_path)
-    edit_tensors(path, lambda t: t.pop(tensor))
-    with pytest.raises(BundleError, match=rf"safetensors: missing tensor '{tensor}'"):
         load_bundle(path)
 
 

@@ -306,3 +306,16 @@ async def test_scale_and_add_in_absolute_units_at_chosen_positions(runtime, make
         if before.position == prompt_len:
             expected[feature] = 7.0
         assert np.allclose(delta, expected, atol=1e-4), before.position
+
+
+async def test_untraced_steering_steers_like_traced_steering(runtime, make_engine):
+    engine = make_engine()
+    plain, _ = await _collect(engine.generate(_request(runtime, n=8)))
+    fired = np.bincount(np.concatenate([t.features[MLP_ID][0] for t in plain]))
+    push = SteeringEdit(MLP_ID, int(fired.argmax()), "add", 20.0)
+    traced, _ = await _collect(engine.generate(_request(runtime, n=8, steering=(push,))))
+    untraced, _ = await _collect(engine.generate(_request(runtime, n=8, steering=(push,),
+                                                          traced=False, request_id="u")))
+    assert [t.id for t in traced] != [t.id for t in plain]  # the edit does steer
+    assert [t.id for t in untraced] == [t.id for t in traced]
+    assert all(t.features == {} for t in untraced)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from fixtures_model import MLP_ID, RESID_ID
 
+from featurewatch.services.inference.domain import SteeringEdit
 from featurewatch.services.inference.passes import Encoder, HookRouter, PassPlan
 from featurewatch.training import hooks
 
@@ -49,3 +50,12 @@ def test_no_plan_leaves_hooks_inert(runtime):
     with torch.inference_mode(), router.install(runtime.model):
         out = runtime.model(input_ids=torch.tensor([[1, 2, 3]])).logits
     assert router.plan is None and out.shape[-1] == runtime.vocab_size
+
+
+def test_a_pass_that_only_steers_encodes_only_the_steered_dictionary(runtime):
+    router = HookRouter(list(runtime.dictionaries.values()))
+    edit = SteeringEdit(MLP_ID, 0, "add", 3.0)
+    plan = PassPlan(positions=torch.arange(3)[None], trace=False, edits={MLP_ID: {0: [edit]}})
+    with torch.inference_mode(), router.install(runtime.model):
+        router.run(plan, runtime.model, input_ids=torch.tensor([[1, 2, 3]]))
+    assert set(plan.features) == {MLP_ID} and float(plan.features[MLP_ID][0, :, 0].min()) >= 3.0
